@@ -1,0 +1,299 @@
+"""Solvers for the reduced UFM: gradient flow (explicit Euler) and an L-BFGS polish.
+
+Both work in the variables `(W, U, b)` with `U_s = √π_s h_s`. There the regulariser is
+`λ_H/2 ‖U‖²` and every prototype has the same curvature, however rare its label set; plain
+gradient descent in `U` is the gradient flow of `F` in the metric `diag(1, π_s, 1)`, i.e.
+`dh_s/dt = −(Wᵀ g_s + λ_H h_s)`, which has the same critical points as the Euclidean flow.
+Reported gradient norms are Euclidean norms of `∇F` in the original `(W, H, b)`; the stopping
+test uses the `(W, U, b)` gradient, which bounds it from above (`π_s ≤ 1`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .certificate import certificate
+from .errors import InputError, SolverDivergedError
+from .labels import LabelDistribution
+from .ufm import UFMConfig, UFMParams, init_params, objective
+
+__all__ = ["FlowTrace", "SolveResult", "enable_x64", "gradient_flow", "lbfgs", "solve",
+           "estimate_step_size"]
+
+
+def enable_x64() -> None:
+    """Switch JAX to float64 (done by `solve` and the CLI, never on import)."""
+    if not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+
+
+class FlowTrace(NamedTuple):
+    """Gradient-flow record at log-spaced steps (`time = step · step_size`).
+
+    `gram_w_error`, `gram_h_error`: relative Frobenius errors of `W Wᵀ` and `H Hᵀ` to the
+    reference (NaN without one).
+    """
+
+    step: jax.Array
+    time: jax.Array
+    objective: jax.Array
+    grad_norm: jax.Array
+    gram_w_error: jax.Array
+    gram_h_error: jax.Array
+
+
+class SolveResult(NamedTuple):
+    """Result of `solve`: a pytree (leading batch axis when batched).
+
+    `certificate` is `ρ` of THEORY §3; `converged` means `grad_norm ≤ tol`; `steps` counts
+    flow steps plus L-BFGS iterations; `flow_trace` is None unless recorded.
+    """
+
+    W: jax.Array
+    H: jax.Array
+    b: jax.Array
+    objective: jax.Array
+    grad_norm: jax.Array
+    certificate: jax.Array
+    converged: jax.Array
+    steps: jax.Array
+    seconds: float
+    flow_trace: Optional[FlowTrace] = None
+
+
+# -- internal parametrisation ----------------------------------------------------------
+
+
+def _inv_sqrt(weights):
+    return jnp.where(weights > 0, 1.0 / jnp.sqrt(jnp.where(weights > 0, weights, 1.0)), 0.0)
+
+
+def to_internal(params: UFMParams, weights) -> UFMParams:
+    return params._replace(H=params.H * jnp.sqrt(weights)[:, None])
+
+
+def from_internal(x: UFMParams, weights) -> UFMParams:
+    return x._replace(H=x.H * _inv_sqrt(weights)[:, None])
+
+
+def _internal_objective(x, label_sets, weights, config):
+    return objective(from_internal(x, weights), label_sets, weights, config)
+
+
+def _tree_norm(t):
+    return jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(t)))
+
+
+def _original_grad_norm(gx: UFMParams, weights, config):
+    """‖∇F‖ in `(W, H, b)` from the internal gradient: `∂F/∂h_s = √π_s ∂F/∂U_s`."""
+    gh = gx.H * jnp.sqrt(weights)[:, None]
+    sq = jnp.sum(gx.W**2) + jnp.sum(gh**2)
+    if config.bias:
+        sq = sq + jnp.sum(gx.b**2)
+    return jnp.sqrt(sq)
+
+
+def _rel_fro(a, b):
+    return jnp.linalg.norm(a - b) / jnp.maximum(jnp.linalg.norm(b), 1e-300)
+
+
+# -- step size ---------------------------------------------------------------------------
+
+
+@partial(jax.jit, static_argnames=("config", "iters"))
+def _hessian_norm(x, label_sets, weights, config, iters=30):
+    f = lambda y: _internal_objective(y, label_sets, weights, config)
+    flat, unravel = jax.flatten_util.ravel_pytree(x)
+    hvp = lambda v: jax.flatten_util.ravel_pytree(
+        jax.jvp(jax.grad(f), (x,), (unravel(v),))[1])[0]
+    v0 = jnp.cos(jnp.arange(flat.shape[0], dtype=flat.dtype) * 1.2345) + 0.1
+
+    def body(_, v):
+        w = hvp(v / jnp.linalg.norm(v))
+        return w
+
+    v = jax.lax.fori_loop(0, iters, body, v0)
+    return jnp.linalg.norm(v)
+
+
+def estimate_step_size(params: UFMParams, dist: LabelDistribution, config: UFMConfig,
+                       reference: UFMParams | None = None) -> float:
+    """`η = 1/(2L)` with `L` the largest Hessian eigenvalue (power iteration) of the flow's
+    objective, taken at the initial point and, when given, at a point of the terminal scale
+    (the MSE closed-form factors), whichever is larger.
+    """
+    Y = jnp.asarray(dist.label_sets)
+    w = jnp.asarray(dist.weights)
+    L = float(_hessian_norm(to_internal(params, w), Y, w, config))
+    if reference is not None:
+        L = max(L, float(_hessian_norm(to_internal(reference, w), Y, w, config)))
+    L = max(L, config.lambda_w, config.lambda_h)
+    return 0.5 / L
+
+
+# -- gradient flow -----------------------------------------------------------------------
+
+
+@partial(jax.jit, static_argnames=("config",))
+def _flow(x0, label_sets, weights, config, step_size, record_at, tol, ref_gram_w, ref_gram_h):
+    f = lambda y: _internal_objective(y, label_sets, weights, config)
+    vg = jax.value_and_grad(f)
+
+    def advance(carry, target):
+        x, k = carry
+
+        def cond(c):
+            x, k, gnorm = c
+            return (k < target) & (gnorm > tol)
+
+        def body(c):
+            x, k, _ = c
+            _, g = vg(x)
+            x = jax.tree_util.tree_map(lambda a, b: a - step_size * b, x, g)
+            return x, k + 1, _tree_norm(g)
+
+        x, k, _ = jax.lax.while_loop(cond, body, (x, k, jnp.asarray(jnp.inf, x.W.dtype)))
+        val, g = vg(x)
+        params = from_internal(x, weights)
+        gw = _rel_fro(params.W @ params.W.T, ref_gram_w)
+        gh = _rel_fro(params.H @ params.H.T, ref_gram_h)
+        rec = (k, val, _original_grad_norm(g, weights, config), gw, gh)
+        return (x, k), rec
+
+    (x, k), rec = jax.lax.scan(advance, (x0, jnp.asarray(0)), record_at)
+    return x, k, rec
+
+
+def _log_spaced(num_steps: int, num_records: int) -> np.ndarray:
+    pts = np.unique(np.round(np.logspace(0, math.log10(max(num_steps, 1)), num_records)))
+    return np.concatenate([[0], pts]).astype(np.int64)
+
+
+def gradient_flow(params: UFMParams, dist: LabelDistribution, config: UFMConfig, *,
+                  num_steps: int = 2000, step_size: float | None = None, tol: float = 0.0,
+                  reference=None, num_records: int = 60):
+    """Fixed-step gradient descent (explicit Euler) on the preconditioned flow.
+
+    Records objective, ‖∇F‖ and, given a `reference` with `gram_W`, `gram_H` (e.g. a
+    `ClosedForm`), the relative Gram errors at log-spaced steps. Stops early once
+    ‖∇F‖ ≤ `tol`. Returns `(params, FlowTrace, step_size)`; raises `SolverDivergedError`
+    on a NaN/inf iterate.
+    """
+    Y = jnp.asarray(dist.label_sets)
+    w = jnp.asarray(dist.weights)
+    dtype = params.W.dtype
+    if step_size is None:
+        ref_params = getattr(reference, "params", None)
+        step_size = estimate_step_size(params, dist, config, ref_params)
+    if not (step_size > 0 and math.isfinite(step_size)):
+        raise InputError(f"step size must be a positive number, got {step_size}")
+    T, K = Y.shape
+    ref_w = jnp.asarray(reference.gram_W, dtype) if reference is not None else jnp.full((K, K), jnp.nan, dtype)
+    ref_h = jnp.asarray(reference.gram_H, dtype) if reference is not None else jnp.full((T, T), jnp.nan, dtype)
+    record_at = jnp.asarray(_log_spaced(num_steps, num_records))
+    x, k, (ks, vals, gnorms, gw, gh) = _flow(
+        to_internal(params, w), Y, w, config, jnp.asarray(step_size, dtype), record_at,
+        jnp.asarray(tol, dtype), ref_w, ref_h)
+    vals_np = np.asarray(vals)
+    if not (np.all(np.isfinite(vals_np)) and all(
+            bool(jnp.all(jnp.isfinite(l))) for l in jax.tree_util.tree_leaves(x))):
+        bad = int(np.asarray(ks)[np.argmax(~np.isfinite(vals_np))]) if not np.all(np.isfinite(vals_np)) else int(k)
+        raise SolverDivergedError(
+            f"gradient flow diverged (NaN/inf by step {bad}) with step size {float(step_size):.3g};"
+            " pass a smaller step_size")
+    ks = np.asarray(ks)
+    keep = np.concatenate([[True], ks[1:] > ks[:-1]])  # drop repeats after early stop
+    trace = FlowTrace(jnp.asarray(ks[keep]), jnp.asarray(ks[keep] * float(step_size)),
+                      vals[keep], gnorms[keep], gw[keep], gh[keep])
+    return from_internal(x, w), trace, float(step_size)
+
+
+# -- L-BFGS ---------------------------------------------------------------------------------
+
+
+@partial(jax.jit, static_argnames=("config", "max_iter", "memory_size"))
+def _lbfgs(x0, label_sets, weights, config, tol, max_iter, memory_size=20):
+    f = lambda y: _internal_objective(y, label_sets, weights, config)
+    opt = optax.lbfgs(memory_size=memory_size,
+                      linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=40))
+    vg = optax.value_and_grad_from_state(f)
+
+    def cond(c):
+        x, state, k, gnorm = c
+        return (k < max_iter) & (gnorm > tol) & jnp.isfinite(gnorm)
+
+    def body(c):
+        x, state, k, _ = c
+        value, grad = vg(x, state=state)
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
+        x = optax.apply_updates(x, updates)
+        g = jax.grad(f)(x)
+        return x, state, k + 1, _tree_norm(g)
+
+    g0 = _tree_norm(jax.grad(f)(x0))
+    x, _, k, gnorm = jax.lax.while_loop(cond, body, (x0, opt.init(x0), 0, g0))
+    return x, k
+
+
+def lbfgs(params: UFMParams, dist: LabelDistribution, config: UFMConfig, *,
+          tol: float = 1e-10, max_iter: int = 5000):
+    """L-BFGS (optax, zoom line search) until ‖∇F‖ ≤ `tol`. Returns `(params, iterations)`."""
+    Y = jnp.asarray(dist.label_sets)
+    w = jnp.asarray(dist.weights)
+    x, k = _lbfgs(to_internal(params, w), Y, w, config, jnp.asarray(tol, params.W.dtype),
+                  int(max_iter))
+    return from_internal(x, w), int(k)
+
+
+# -- the whole pipeline -------------------------------------------------------------------
+
+
+@partial(jax.jit, static_argnames=("config",))
+def _summary(params, label_sets, weights, config):
+    x = to_internal(params, weights)
+    val, g = jax.value_and_grad(_internal_objective)(x, label_sets, weights, config)
+    return val, _original_grad_norm(g, weights, config), certificate(params, label_sets, weights, config)
+
+
+def check_distribution(dist: LabelDistribution, config: UFMConfig) -> None:
+    if config.loss == "pal_normalized" and np.any(
+            (np.asarray(dist.label_sets).sum(-1) == 0) & (np.asarray(dist.weights) > 0)):
+        raise InputError("pal_normalized is undefined for the empty label set (m = 0)")
+
+
+def solve(dist: LabelDistribution, config: UFMConfig, seed: int = 0, tol: float = 1e-10, *,
+          flow_steps: int = 2000, step_size: float | None = None, max_lbfgs_iter: int = 5000,
+          init_scale: float = 0.1, reference=None, init: UFMParams | None = None) -> SolveResult:
+    """Solve the reduced UFM (THEORY §2): gradient flow, then L-BFGS polish to ‖∇F‖ ≤ `tol`.
+
+    Runs in float64. `reference` (e.g. `closed_form(dist, config_mse)`) is recorded against
+    during the flow and, if it has `params`, sets the terminal scale for the step-size
+    estimate. Raises `SolverDivergedError` on a NaN/inf iterate.
+    """
+    enable_x64()
+    config = config.validate()
+    check_distribution(dist, config)
+    if not (tol > 0):
+        raise InputError(f"tol must be > 0, got {tol}")
+    t0 = time.perf_counter()
+    K, T = dist.num_classes, dist.num_sets
+    if init is None:
+        init = init_params(jax.random.PRNGKey(seed), K, T, config, init_scale, jnp.float64)
+    params, trace, _ = gradient_flow(init, dist, config, num_steps=flow_steps,
+                                     step_size=step_size, tol=tol, reference=reference)
+    params, iters = lbfgs(params, dist, config, tol=tol, max_iter=max_lbfgs_iter)
+    val, gnorm, rho = _summary(params, jnp.asarray(dist.label_sets), jnp.asarray(dist.weights), config)
+    if not (np.isfinite(float(val)) and np.isfinite(float(gnorm))):
+        raise SolverDivergedError("L-BFGS produced a NaN/inf iterate; try a smaller init_scale")
+    params = jax.block_until_ready(params)
+    steps = int(trace.step[-1]) + iters
+    return SolveResult(params.W, params.H, params.b, val, gnorm, rho, gnorm <= tol,
+                       jnp.asarray(steps), time.perf_counter() - t0, trace)

@@ -1,0 +1,110 @@
+"""The unconstrained features model (THEORY §2).
+
+Reduced form (one prototype per label set, exact at every local minimiser):
+
+    F(W, H, b) = Σ_s π_s ℓ(W h_s + b, y_s) + λ_W/2 ‖W‖² + λ_H/2 Σ_s π_s ‖h_s‖² + λ_b/2 ‖b‖²
+
+The per-sample form with `N` samples is the same function with `π_i = 1/N` on repeated
+rows: `(1/N) Σ_i ℓ(W h_i + b, y_i) + λ_W/2 ‖W‖² + λ_H/(2N) ‖H‖² + λ_b/2 ‖b‖²`.
+Papers that write `λ_H/2 ‖H‖²` without the `1/N` (Zhu et al. 2021) use
+`λ_H(theirs) = λ_H(here)/N`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .errors import InputError
+from .losses import LOSSES, get_loss
+
+__all__ = ["UFMConfig", "UFMParams", "objective", "per_sample_objective", "logits",
+           "loss_gradients", "init_params"]
+
+
+class UFMConfig(NamedTuple):
+    """Static options of a UFM problem (hashable, usable as a jit static argument).
+
+    `bias=False` fixes `b = 0`; with `bias=True` and `lambda_b = 0` the bias is free.
+    """
+
+    loss: str
+    dim: int
+    lambda_w: float
+    lambda_h: float
+    lambda_b: float = 0.0
+    bias: bool = True
+
+    def validate(self) -> "UFMConfig":
+        if self.loss not in LOSSES:
+            raise InputError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if not isinstance(self.dim, int) or isinstance(self.dim, bool) or self.dim < 1:
+            raise InputError(f"dim must be an integer >= 1, got {self.dim!r}")
+        for name in ("lambda_w", "lambda_h", "lambda_b"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.lambda_w == 0 or self.lambda_h == 0:
+            raise InputError("lambda_w and lambda_h must be > 0 (without them the UFM has no minimiser)")
+        return self._replace(lambda_w=float(self.lambda_w), lambda_h=float(self.lambda_h),
+                             lambda_b=float(self.lambda_b), bias=bool(self.bias))
+
+    @property
+    def tau(self) -> float:
+        """`τ = √(λ_W λ_H)`, the nuclear-norm weight of the convex reformulation (§3)."""
+        return math.sqrt(self.lambda_w * self.lambda_h)
+
+
+class UFMParams(NamedTuple):
+    """UFM variables: `W [K, d]`, `H [T, d]` (rows = label sets), `b [K]`."""
+
+    W: jax.Array
+    H: jax.Array
+    b: jax.Array
+
+
+def logits(params: UFMParams, config: UFMConfig):
+    """`z_s = W h_s + b` for every row, `[T, K]`."""
+    z = params.H @ params.W.T
+    return z + params.b if config.bias else z
+
+
+def objective(params: UFMParams, label_sets, weights, config: UFMConfig):
+    """Reduced UFM objective `F(W, H, b)` of THEORY §2 (padding rows with π = 0 drop out)."""
+    loss = jax.vmap(get_loss(config.loss))
+    z = logits(params, config)
+    safe_y = label_sets
+    if config.loss == "pal_normalized":
+        # padding rows are empty sets with zero weight; keep their loss finite
+        safe_y = jnp.where((weights > 0)[:, None], label_sets, 1.0)
+    data = jnp.sum(weights * jnp.where(weights > 0, loss(z, safe_y), 0.0))
+    reg = 0.5 * config.lambda_w * jnp.sum(params.W**2)
+    reg += 0.5 * config.lambda_h * jnp.sum(weights * jnp.sum(params.H**2, axis=-1))
+    if config.bias:
+        reg += 0.5 * config.lambda_b * jnp.sum(params.b**2)
+    return data + reg
+
+
+def per_sample_objective(params: UFMParams, labels, config: UFMConfig):
+    """Per-sample UFM objective: `H [N, d]` one feature per sample, `labels [N, K]`."""
+    n = labels.shape[0]
+    return objective(params, labels, jnp.full((n,), 1.0 / n, dtype=params.W.dtype), config)
+
+
+def loss_gradients(params: UFMParams, label_sets, config: UFMConfig):
+    """`g_s = ∇_z ℓ(W h_s + b, y_s)`, `[T, K]` (used by the certificate of §3)."""
+    return jax.vmap(jax.grad(get_loss(config.loss)))(logits(params, config), label_sets)
+
+
+def init_params(key, num_classes: int, num_sets: int, config: UFMConfig, scale: float = 0.1,
+                dtype=None) -> UFMParams:
+    """Gaussian init with entries of standard deviation `scale/√d`; `b = 0`."""
+    dtype = dtype or (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    kw, kh = jax.random.split(key)
+    s = scale / math.sqrt(config.dim)
+    W = s * jax.random.normal(kw, (num_classes, config.dim), dtype)
+    H = s * jax.random.normal(kh, (num_sets, config.dim), dtype)
+    return UFMParams(W, H, jnp.zeros((num_classes,), dtype))
