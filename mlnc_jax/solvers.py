@@ -88,6 +88,17 @@ def _internal_objective(x, label_sets, weights, config):
     return objective(from_internal(x, weights), label_sets, weights, config)
 
 
+def split_config(config: UFMConfig):
+    """`(static, lams)`: the config with λ's zeroed (a jit static argument, so changing λ
+    does not recompile) and the λ's as an array `[λ_W, λ_H, λ_b]`."""
+    lams = jnp.asarray([config.lambda_w, config.lambda_h, config.lambda_b])
+    return config._replace(lambda_w=0.0, lambda_h=0.0, lambda_b=0.0), lams
+
+
+def merge_config(static: UFMConfig, lams) -> UFMConfig:
+    return static._replace(lambda_w=lams[0], lambda_h=lams[1], lambda_b=lams[2])
+
+
 def _tree_norm(t):
     return jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(t)))
 
@@ -108,8 +119,9 @@ def _rel_fro(a, b):
 # -- step size ---------------------------------------------------------------------------
 
 
-@partial(jax.jit, static_argnames=("config", "iters"))
-def _hessian_norm(x, label_sets, weights, config, iters=30):
+@partial(jax.jit, static_argnames=("static", "iters"))
+def _hessian_norm(x, label_sets, weights, static, lams, iters=30):
+    config = merge_config(static, lams)
     f = lambda y: _internal_objective(y, label_sets, weights, config)
     flat, unravel = jax.flatten_util.ravel_pytree(x)
     hvp = lambda v: jax.flatten_util.ravel_pytree(
@@ -132,9 +144,11 @@ def estimate_step_size(params: UFMParams, dist: LabelDistribution, config: UFMCo
     """
     Y = jnp.asarray(dist.label_sets)
     w = jnp.asarray(dist.weights)
-    L = float(_hessian_norm(to_internal(params, w), Y, w, config))
+    static, lams = split_config(config)
+    L = float(_hessian_norm(to_internal(params, w), Y, w, static, lams))
     if reference is not None:
-        L = max(L, float(_hessian_norm(to_internal(reference, w), Y, w, config)))
+        ref = jax.tree_util.tree_map(lambda a: jnp.asarray(a, params.W.dtype), reference)
+        L = max(L, float(_hessian_norm(to_internal(ref, w), Y, w, static, lams)))
     L = max(L, config.lambda_w, config.lambda_h)
     return 0.5 / L
 
@@ -142,8 +156,9 @@ def estimate_step_size(params: UFMParams, dist: LabelDistribution, config: UFMCo
 # -- gradient flow -----------------------------------------------------------------------
 
 
-@partial(jax.jit, static_argnames=("config",))
-def _flow(x0, label_sets, weights, config, step_size, record_at, tol, ref_gram_w, ref_gram_h):
+@partial(jax.jit, static_argnames=("static",))
+def _flow(x0, label_sets, weights, static, lams, step_size, record_at, tol, ref_gram_w, ref_gram_h):
+    config = merge_config(static, lams)
     f = lambda y: _internal_objective(y, label_sets, weights, config)
     vg = jax.value_and_grad(f)
 
@@ -200,7 +215,7 @@ def gradient_flow(params: UFMParams, dist: LabelDistribution, config: UFMConfig,
     ref_h = jnp.asarray(reference.gram_H, dtype) if reference is not None else jnp.full((T, T), jnp.nan, dtype)
     record_at = jnp.asarray(_log_spaced(num_steps, num_records))
     x, k, (ks, vals, gnorms, gw, gh) = _flow(
-        to_internal(params, w), Y, w, config, jnp.asarray(step_size, dtype), record_at,
+        to_internal(params, w), Y, w, *split_config(config), jnp.asarray(step_size, dtype), record_at,
         jnp.asarray(tol, dtype), ref_w, ref_h)
     vals_np = np.asarray(vals)
     if not (np.all(np.isfinite(vals_np)) and all(
@@ -219,8 +234,9 @@ def gradient_flow(params: UFMParams, dist: LabelDistribution, config: UFMConfig,
 # -- L-BFGS ---------------------------------------------------------------------------------
 
 
-@partial(jax.jit, static_argnames=("config", "max_iter", "memory_size"))
-def _lbfgs(x0, label_sets, weights, config, tol, max_iter, memory_size=20):
+@partial(jax.jit, static_argnames=("static", "max_iter", "memory_size"))
+def _lbfgs(x0, label_sets, weights, static, lams, tol, max_iter, memory_size=20):
+    config = merge_config(static, lams)
     f = lambda y: _internal_objective(y, label_sets, weights, config)
     opt = optax.lbfgs(memory_size=memory_size,
                       linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=40))
@@ -248,7 +264,7 @@ def lbfgs(params: UFMParams, dist: LabelDistribution, config: UFMConfig, *,
     """L-BFGS (optax, zoom line search) until ‖∇F‖ ≤ `tol`. Returns `(params, iterations)`."""
     Y = jnp.asarray(dist.label_sets)
     w = jnp.asarray(dist.weights)
-    x, k = _lbfgs(to_internal(params, w), Y, w, config, jnp.asarray(tol, params.W.dtype),
+    x, k = _lbfgs(to_internal(params, w), Y, w, *split_config(config), jnp.asarray(tol, params.W.dtype),
                   int(max_iter))
     return from_internal(x, w), int(k)
 
@@ -256,8 +272,9 @@ def lbfgs(params: UFMParams, dist: LabelDistribution, config: UFMConfig, *,
 # -- the whole pipeline -------------------------------------------------------------------
 
 
-@partial(jax.jit, static_argnames=("config",))
-def _summary(params, label_sets, weights, config):
+@partial(jax.jit, static_argnames=("static",))
+def _summary(params, label_sets, weights, static, lams):
+    config = merge_config(static, lams)
     x = to_internal(params, weights)
     val, g = jax.value_and_grad(_internal_objective)(x, label_sets, weights, config)
     return val, _original_grad_norm(g, weights, config), certificate(params, label_sets, weights, config)
@@ -290,7 +307,8 @@ def solve(dist: LabelDistribution, config: UFMConfig, seed: int = 0, tol: float 
     params, trace, _ = gradient_flow(init, dist, config, num_steps=flow_steps,
                                      step_size=step_size, tol=tol, reference=reference)
     params, iters = lbfgs(params, dist, config, tol=tol, max_iter=max_lbfgs_iter)
-    val, gnorm, rho = _summary(params, jnp.asarray(dist.label_sets), jnp.asarray(dist.weights), config)
+    val, gnorm, rho = _summary(params, jnp.asarray(dist.label_sets), jnp.asarray(dist.weights),
+                               *split_config(config))
     if not (np.isfinite(float(val)) and np.isfinite(float(gnorm))):
         raise SolverDivergedError("L-BFGS produced a NaN/inf iterate; try a smaller init_scale")
     params = jax.block_until_ready(params)
