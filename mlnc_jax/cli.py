@@ -66,7 +66,8 @@ def _nonneg_float(name):
 
 def _add_problem_args(p, *, loss_required=True, loss_choices=LOSS_CHOICES, dim_required=True):
     p.add_argument("--labels", required=True, metavar="DIST.json",
-                   help='label distribution: {"num_classes": K, "label_sets": [[0], [1, 2]], "weights": [...]}')
+                   help='label distribution file {"num_classes": K, "label_sets": [[0], [1, 2]], '
+                   '"weights": [...]}, or a shipped table name (e.g. voc2007_trainval)')
     p.add_argument("--loss", required=loss_required, choices=loss_choices, default=None)
     if dim_required:
         p.add_argument("--dim", required=True, type=_positive_int("--dim"), metavar="D")
@@ -141,6 +142,16 @@ def _add_sweep(sub):
     add_sweep_parser(sub)
 
 
+def load_labels(spec: str):
+    """A distribution file, or the name of a shipped real table (`voc2007_trainval`, ...)."""
+    from .labels import LabelDistribution
+    from .real_labels import available, load_real
+
+    if not Path(spec).exists() and spec in available():
+        return load_real(spec)
+    return LabelDistribution.load(spec)
+
+
 def _config(args, dim=None):
     from .ufm import UFMConfig
 
@@ -154,7 +165,7 @@ def _cmd_solve(args):
     from .solvers import check_distribution, solve
 
     out = _check_out(args.out)
-    dist = LabelDistribution.load(args.labels)
+    dist = load_labels(args.labels)
     config = _config(args)
     check_distribution(dist, config)
     if not (args.tol > 0):
@@ -186,7 +197,7 @@ def _cmd_closed_form(args):
 
     enable_x64()
     out = _check_out(args.out)
-    dist = LabelDistribution.load(args.labels)
+    dist = load_labels(args.labels)
     config = _config(args, dim=args.dim or dist.num_classes)
     t0 = time.perf_counter()
     cf = closed_form(dist, config)
@@ -212,7 +223,7 @@ def _cmd_compare(args):
         raise InputError(f"--figure must end in .png, .pdf or .svg: {args.figure}")
     if not fig_path.parent.exists():
         raise InputError(f"figure directory does not exist: {fig_path.parent}")
-    dist = LabelDistribution.load(args.labels) if args.labels else default_distribution()
+    dist = load_labels(args.labels) if args.labels else default_distribution()
     report = compare_losses(dist, dim=args.dim, lambda_w=args.lambda_w, lambda_h=args.lambda_h,
                             seed=args.seed)
     print(format_compare_table(report))
