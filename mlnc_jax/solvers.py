@@ -25,8 +25,8 @@ from .errors import InputError, SolverDivergedError
 from .labels import LabelDistribution
 from .ufm import UFMConfig, UFMParams, init_params, objective
 
-__all__ = ["FlowTrace", "SolveResult", "enable_x64", "gradient_flow", "lbfgs", "solve",
-           "estimate_step_size"]
+__all__ = ["FlowTrace", "SolveResult", "enable_x64", "gradient_flow", "gradient_flow_batch",
+           "lbfgs", "solve", "estimate_step_size"]
 
 
 def enable_x64() -> None:
@@ -39,7 +39,7 @@ class FlowTrace(NamedTuple):
     """Gradient-flow record at log-spaced steps (`time = step · step_size`).
 
     `gram_w_error`, `gram_h_error`: relative Frobenius errors of `W Wᵀ` and `H Hᵀ` to the
-    reference (NaN without one).
+    reference (NaN without one); `certificate`: ρ of THEORY §3 along the flow.
     """
 
     step: jax.Array
@@ -48,6 +48,7 @@ class FlowTrace(NamedTuple):
     grad_norm: jax.Array
     gram_w_error: jax.Array
     gram_h_error: jax.Array
+    certificate: jax.Array
 
 
 class SolveResult(NamedTuple):
@@ -180,7 +181,8 @@ def _flow(x0, label_sets, weights, static, lams, step_size, record_at, tol, ref_
         params = from_internal(x, weights)
         gw = _rel_fro(params.W @ params.W.T, ref_gram_w)
         gh = _rel_fro(params.H @ params.H.T, ref_gram_h)
-        rec = (k, val, _original_grad_norm(g, weights, config), gw, gh)
+        rho = certificate(params, label_sets, weights, config)
+        rec = (k, val, _original_grad_norm(g, weights, config), gw, gh, rho)
         return (x, k), rec
 
     (x, k), rec = jax.lax.scan(advance, (x0, jnp.asarray(0)), record_at)
@@ -192,43 +194,108 @@ def _log_spaced(num_steps: int, num_records: int) -> np.ndarray:
     return np.concatenate([[0], pts]).astype(np.int64)
 
 
+_hessian_norm_batch = jax.jit(jax.vmap(_hessian_norm.__wrapped__, in_axes=(0, 0, 0, None, None)),
+                              static_argnums=(3,))
+_flow_batch = jax.jit(jax.vmap(_flow.__wrapped__, in_axes=(0, 0, 0, None, None, 0, None, None, 0, 0)),
+                      static_argnums=(3,))
+
+
+def _monotone(vals) -> np.ndarray:
+    """Per member: the recorded objective never rises (beyond rounding)."""
+    v = np.asarray(vals)
+    return np.all(v[:, 1:] <= v[:, :-1] + 1e-12 * np.maximum(1.0, np.abs(v[:, :-1])), axis=1)
+
+
+def gradient_flow_batch(params: UFMParams, label_sets, weights, config: UFMConfig,
+                        step_sizes=None, *, num_steps: int = 2000, tol: float = 0.0,
+                        ref_gram_w=None, ref_gram_h=None, ref_params: UFMParams | None = None,
+                        num_records: int = 60, max_halvings: int = 8):
+    """Explicit-Euler gradient flow vmapped over a leading batch axis of `params`,
+    `label_sets [B,T,K]`, `weights [B,T]` (and reference Grams `[B,K,K]`, `[B,T,T]`).
+
+    Step sizes: given, they are used as they are and a NaN/inf iterate raises
+    `SolverDivergedError` naming the members and steps. Left out, each member starts at
+    `η = 1/(2L)` with `L` a power-iteration estimate of the largest Hessian eigenvalue at the
+    initial point and at `ref_params` (a point of the terminal scale, e.g. the MSE closed
+    form); a member whose trajectory is not a descent trajectory (recorded objective rises,
+    or `η·L > 1` at its end point, where explicit Euler stops being monotone) has its step
+    halved and is rerun from its initial point.
+
+    All members record at the same log-spaced steps; a member that reaches `tol` stops.
+    Returns `(params, FlowTrace, step_sizes)` with a leading batch axis on every field.
+    """
+    Y = jnp.asarray(label_sets)
+    w = jnp.asarray(weights)
+    B, T, K = Y.shape
+    dtype = params.W.dtype
+    rw = jnp.full((B, K, K), jnp.nan, dtype) if ref_gram_w is None else jnp.asarray(ref_gram_w, dtype)
+    rh = jnp.full((B, T, T), jnp.nan, dtype) if ref_gram_h is None else jnp.asarray(ref_gram_h, dtype)
+    record_at = jnp.asarray(_log_spaced(num_steps, num_records))
+    static, lams = split_config(config)
+    x0 = jax.vmap(to_internal)(params, w)
+    auto = step_sizes is None
+    if auto:
+        L = np.asarray(_hessian_norm_batch(x0, Y, w, static, lams))
+        if ref_params is not None:
+            xr = jax.vmap(to_internal)(jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), ref_params), w)
+            L = np.maximum(L, np.asarray(_hessian_norm_batch(xr, Y, w, static, lams)))
+        steps = 0.5 / np.maximum(L, max(config.lambda_w, config.lambda_h))
+    else:
+        steps = np.broadcast_to(np.asarray(step_sizes, dtype=np.float64), (B,)).copy()
+        if not np.all((steps > 0) & np.isfinite(steps)):
+            raise InputError(f"step sizes must be positive numbers, got {steps.tolist()}")
+    for _ in range(max_halvings + 1):
+        x, k, (ks, vals, gnorms, gw, gh, rho) = _flow_batch(
+            x0, Y, w, static, lams, jnp.asarray(steps, dtype), record_at,
+            jnp.asarray(tol, dtype), rw, rh)
+        finite = np.all(np.isfinite(np.asarray(vals)), axis=1) & np.asarray(
+            jax.vmap(lambda t: jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in jax.tree_util.tree_leaves(t)])))(x))
+        if not auto:
+            if not finite.all():
+                bad = np.flatnonzero(~finite)
+                raise SolverDivergedError(
+                    f"gradient flow diverged (NaN/inf) for batch member(s) {bad.tolist()} with step "
+                    f"size(s) {[float(f'{v:.3g}') for v in steps[bad]]}; pass a smaller step size")
+            break
+        ok = finite & _monotone(np.where(np.isfinite(vals), vals, np.inf))
+        L_end = np.asarray(_hessian_norm_batch(x, Y, w, static, lams))
+        ok &= np.where(np.isfinite(L_end), steps * L_end <= 1.0 + 1e-9, False)
+        if ok.all():
+            break
+        steps = np.where(ok, steps, steps / 2)
+    else:
+        raise SolverDivergedError(
+            f"gradient flow found no stable step size for batch member(s) {np.flatnonzero(~ok).tolist()}"
+            f" after {max_halvings} halvings (last {steps[~ok].min():.3g}); pass step_size")
+    ss = jnp.asarray(steps, dtype).reshape(B, 1)
+    trace = FlowTrace(ks, ks * ss, vals, gnorms, gw, gh, rho)
+    return jax.vmap(from_internal)(x, w), trace, steps
+
+
 def gradient_flow(params: UFMParams, dist: LabelDistribution, config: UFMConfig, *,
                   num_steps: int = 2000, step_size: float | None = None, tol: float = 0.0,
                   reference=None, num_records: int = 60):
     """Fixed-step gradient descent (explicit Euler) on the preconditioned flow.
 
-    Records objective, ‖∇F‖ and, given a `reference` with `gram_W`, `gram_H` (e.g. a
-    `ClosedForm`), the relative Gram errors at log-spaced steps. Stops early once
-    ‖∇F‖ ≤ `tol`. Returns `(params, FlowTrace, step_size)`; raises `SolverDivergedError`
-    on a NaN/inf iterate.
+    Records objective, ‖∇F‖, ρ and, given a `reference` with `gram_W`, `gram_H` (e.g. a
+    `ClosedForm`, whose `params` also set the terminal scale for the step estimate), the
+    relative Gram errors at log-spaced steps; stops early once ‖∇F‖ ≤ `tol`. The step
+    rule is that of `gradient_flow_batch`. Returns `(params, FlowTrace, step_size)`; raises
+    `SolverDivergedError` on a NaN/inf iterate.
     """
-    Y = jnp.asarray(dist.label_sets)
-    w = jnp.asarray(dist.weights)
-    dtype = params.W.dtype
-    if step_size is None:
-        ref_params = getattr(reference, "params", None)
-        step_size = estimate_step_size(params, dist, config, ref_params)
-    if not (step_size > 0 and math.isfinite(step_size)):
-        raise InputError(f"step size must be a positive number, got {step_size}")
-    T, K = Y.shape
-    ref_w = jnp.asarray(reference.gram_W, dtype) if reference is not None else jnp.full((K, K), jnp.nan, dtype)
-    ref_h = jnp.asarray(reference.gram_H, dtype) if reference is not None else jnp.full((T, T), jnp.nan, dtype)
-    record_at = jnp.asarray(_log_spaced(num_steps, num_records))
-    x, k, (ks, vals, gnorms, gw, gh) = _flow(
-        to_internal(params, w), Y, w, *split_config(config), jnp.asarray(step_size, dtype), record_at,
-        jnp.asarray(tol, dtype), ref_w, ref_h)
-    vals_np = np.asarray(vals)
-    if not (np.all(np.isfinite(vals_np)) and all(
-            bool(jnp.all(jnp.isfinite(l))) for l in jax.tree_util.tree_leaves(x))):
-        bad = int(np.asarray(ks)[np.argmax(~np.isfinite(vals_np))]) if not np.all(np.isfinite(vals_np)) else int(k)
-        raise SolverDivergedError(
-            f"gradient flow diverged (NaN/inf by step {bad}) with step size {float(step_size):.3g};"
-            " pass a smaller step_size")
-    ks = np.asarray(ks)
-    keep = np.concatenate([[True], ks[1:] > ks[:-1]])  # drop repeats after early stop
-    trace = FlowTrace(jnp.asarray(ks[keep]), jnp.asarray(ks[keep] * float(step_size)),
-                      vals[keep], gnorms[keep], gw[keep], gh[keep])
-    return from_internal(x, w), trace, float(step_size)
+    one = lambda a: jnp.asarray(a)[None] if a is not None else None
+    ref_params = getattr(reference, "params", None)
+    params_b, trace, steps = gradient_flow_batch(
+        jax.tree_util.tree_map(one, params), one(dist.label_sets), one(dist.weights), config,
+        None if step_size is None else [step_size], num_steps=num_steps, tol=tol,
+        ref_gram_w=one(getattr(reference, "gram_W", None)),
+        ref_gram_h=one(getattr(reference, "gram_H", None)),
+        ref_params=None if ref_params is None else jax.tree_util.tree_map(one, ref_params),
+        num_records=num_records)
+    ks = np.asarray(trace.step[0])
+    keep = np.concatenate([[True], ks[1:] > ks[:-1]])  # drop repeats after an early stop
+    trace = FlowTrace(*(jnp.asarray(f[0])[keep] for f in trace))
+    return jax.tree_util.tree_map(lambda a: a[0], params_b), trace, float(steps[0])
 
 
 # -- L-BFGS ---------------------------------------------------------------------------------
