@@ -21,6 +21,8 @@ __all__ = ["gradient_matrix", "certificate", "collapse_gradients", "collapse_thr
 def gradient_matrix(params: UFMParams, label_sets, weights, config: UFMConfig):
     """`G = [√π_s g_s]_s` as a `[K, T]` matrix (THEORY §3)."""
     g = loss_gradients(params, label_sets, config)
+    # zero-weight padding rows may be empty sets, where pal_normalized's gradient is NaN
+    g = jnp.where((weights > 0)[:, None], g, 0.0)
     return (jnp.sqrt(weights)[:, None] * g).T
 
 
@@ -75,6 +77,9 @@ def collapse_threshold(dist: LabelDistribution, loss: str) -> float:
     """`λ_max(Σ_s π_s g⁰_s g⁰_sᵀ)` (THEORY §3, verified): with a free bias, `W = 0, H = 0`
     (and `b = b₀`) is the global minimiser iff this value `≤ λ_W λ_H`.
     """
+    keep = np.asarray(dist.weights) > 0  # padding rows drop out
+    dist = LabelDistribution(np.asarray(dist.label_sets)[keep], np.asarray(dist.weights)[keep],
+                             dist.num_classes)
     g = collapse_gradients(dist, loss)
     w = np.asarray(dist.weights, dtype=np.float64)
     S = (g * w[:, None]).T @ g

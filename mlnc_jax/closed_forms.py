@@ -82,10 +82,15 @@ def mse_closed_form(dist: LabelDistribution, config: UFMConfig) -> ClosedForm:
 
 
 def closed_form(dist: LabelDistribution, config: UFMConfig) -> ClosedForm:
-    """Closed form for `config.loss`: `mse` (THEORY §4)."""
+    """Closed form for `config.loss`: `mse` (THEORY §4); `pal`, `pal_normalized` on a
+    symmetric distribution (THEORY §5)."""
     config = config.validate()
     if config.loss == "mse":
         return mse_closed_form(dist, config)
+    if config.loss in ("pal", "pal_normalized"):
+        from .symmetric_pal import symmetric_pal_closed_form
+
+        return symmetric_pal_closed_form(dist, config)
     if config.loss == "bce":
         raise InputError("no closed form is known for 'bce'; use solve()")
     raise InputError(f"no closed form for loss {config.loss!r} on this distribution")

@@ -18,8 +18,9 @@ For a label distribution with multi-hot rows `y_s` and weights `π_s`:
 Check value (§1): all m-subsets equally likely give `C_m = m(K−m)/(K(K−1))·P`, so
 `κ_m = m(K−m)/(K(K−1))` and `δ_m = 0`.
 
-`spectrum_arrays(label_sets, weights)` is a pure jnp function: it jits and vmaps over a
-batch of distributions padded with zero-weight rows; multiplicities are indexed statically by
+`spectrum_arrays(label_sets, weights)` is a pure function (jax.numpy for jax arrays, numpy
+for numpy arrays): it jits and vmaps over a batch of distributions padded with zero-weight
+rows; multiplicities are indexed statically by
 `m = 0..K` (absent ones masked with NaN). `label_spectrum(dist)` gives the host-side
 (numpy, float64) summary with only the multiplicities present, plus the collapse thresholds
 of §3 from `certificate.collapse_threshold`.
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -77,14 +78,21 @@ def second_moment(label_sets, weights):
 def label_covariance(label_sets, weights):
     """Centred label covariance `C = M − p pᵀ` (THEORY §1)."""
     p = class_frequencies(label_sets, weights)
-    return second_moment(label_sets, weights) - jnp.outer(p, p)
+    return second_moment(label_sets, weights) - p[:, None] * p[None, :]
+
+
+def _xp(*arrays):
+    """numpy for numpy inputs (host side, no JIT), jax.numpy otherwise."""
+    return np if all(isinstance(a, np.ndarray) for a in arrays) else jnp
 
 
 def _multiplicity_onehot(label_sets, weights):
     """`[T, K+1]` indicator of `|S_s| = m` for rows with `π_s > 0` (padding rows masked)."""
+    xp = _xp(label_sets, weights)
     K = label_sets.shape[-1]
-    m = jnp.round(jnp.sum(label_sets, axis=-1)).astype(jnp.int32)
-    return jax.nn.one_hot(m, K + 1, dtype=label_sets.dtype) * (weights > 0)[:, None]
+    m = xp.round(xp.sum(label_sets, axis=-1))
+    onehot = (m[:, None] == xp.arange(K + 1, dtype=label_sets.dtype)[None, :])
+    return onehot.astype(label_sets.dtype) * (weights > 0).astype(label_sets.dtype)[:, None]
 
 
 def multiplicity_masses(label_sets, weights):
@@ -97,12 +105,13 @@ def conditional_moments(label_sets, weights):
     with `p_m = Σ_{|S|=m} π_s y_s / π(m)`, `M_m = Σ_{|S|=m} π_s y_s y_sᵀ / π(m)`,
     `C_m = M_m − p_m p_mᵀ` (THEORY §1). Rows of absent multiplicities (`π(m) = 0`) are zero.
     """
+    xp = _xp(label_sets, weights)
     E = _multiplicity_onehot(label_sets, weights)               # [T, K+1]
     wm = E * weights[:, None]                                   # π_s [|S_s| = m]
-    mass = jnp.sum(wm, axis=0)                                  # [K+1]
-    inv = jnp.where(mass > 0, 1.0 / jnp.where(mass > 0, mass, 1.0), 0.0)
+    mass = xp.sum(wm, axis=0)                                   # [K+1]
+    inv = xp.where(mass > 0, 1.0 / xp.where(mass > 0, mass, 1.0), 0.0)
     pm = (wm.T @ label_sets) * inv[:, None]
-    Mm = jnp.einsum("sm,sk,sl->mkl", wm, label_sets, label_sets) * inv[:, None, None]
+    Mm = xp.einsum("sm,sk,sl->mkl", wm, label_sets, label_sets) * inv[:, None, None]
     Cm = Mm - pm[:, :, None] * pm[:, None, :]
     return pm, Mm, Cm
 
@@ -110,20 +119,22 @@ def conditional_moments(label_sets, weights):
 def contrast_spectrum(C):
     """Ascending eigenvalues of `C` restricted to `1^⊥`: `eigvalsh(Qᵀ C Q)`, `K−1` values
     (THEORY §1); batched over leading axes of `C [..., K, K]`."""
-    Q = jnp.asarray(contrast_basis(C.shape[-1]), dtype=C.dtype)
-    R = jnp.swapaxes(Q, 0, 1) @ C @ Q
-    return jnp.linalg.eigvalsh(0.5 * (R + jnp.swapaxes(R, -1, -2)))
+    xp = _xp(C)
+    Q = xp.asarray(contrast_basis(C.shape[-1]), dtype=C.dtype)
+    R = xp.swapaxes(Q, 0, 1) @ C @ Q
+    return xp.linalg.eigvalsh(0.5 * (R + xp.swapaxes(R, -1, -2)))
 
 
 def isotropy_defect(C):
     """`δ = ‖C − (tr C/(K−1)) P‖_F / ‖C‖_F` (THEORY §1), NaN where `C = 0`; batched over
     leading axes of `C [..., K, K]`."""
+    xp = _xp(C)
     K = C.shape[-1]
-    P = jnp.eye(K, dtype=C.dtype) - 1.0 / K
-    tr = jnp.trace(C, axis1=-2, axis2=-1)[..., None, None]
-    num = jnp.linalg.norm(C - tr / (K - 1) * P, axis=(-2, -1))
-    den = jnp.linalg.norm(C, axis=(-2, -1))
-    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
+    P = xp.eye(K, dtype=C.dtype) - 1.0 / K
+    tr = xp.trace(C, axis1=-2, axis2=-1)[..., None, None]
+    num = xp.linalg.norm(C - tr / (K - 1) * P, axis=(-2, -1))
+    den = xp.linalg.norm(C, axis=(-2, -1))
+    return xp.where(den > 0, num / xp.where(den > 0, den, 1.0), xp.nan)
 
 
 class SpectrumArrays(NamedTuple):
@@ -151,27 +162,30 @@ class SpectrumArrays(NamedTuple):
 
 
 def spectrum_arrays(label_sets, weights) -> SpectrumArrays:
-    """All label spectra of THEORY §1 from `label_sets [T, K]`, `weights [T]` (jnp, pure).
+    """All label spectra of THEORY §1 from `label_sets [T, K]`, `weights [T]`.
 
-    Needs `K ≥ 2` (statically). Zero-weight padding rows drop out, so the function vmaps over
-    a batch of distributions padded to a common `T`.
+    Pure: with jax arrays (or under `jit`/`vmap`) it is computed with `jax.numpy`; with
+    numpy arrays it runs in numpy (host side, no compilation). Needs `K ≥ 2` (statically).
+    Zero-weight padding rows drop out, so it vmaps over a batch of distributions padded to a
+    common `T`.
     """
-    label_sets = jnp.asarray(label_sets)
-    weights = jnp.asarray(weights, dtype=label_sets.dtype)
+    xp = _xp(label_sets, weights)
+    label_sets = xp.asarray(label_sets)
+    weights = xp.asarray(weights, dtype=label_sets.dtype)
     if label_sets.shape[-1] < 2:
         raise InputError("label spectra need at least K = 2 classes")
     p = class_frequencies(label_sets, weights)
     M = second_moment(label_sets, weights)
-    C = M - jnp.outer(p, p)
+    C = M - p[:, None] * p[None, :]
     E = _multiplicity_onehot(label_sets, weights)
     mass = weights @ E
-    count = jnp.sum(E, axis=0).astype(jnp.int32)
+    count = xp.sum(E, axis=0).astype(xp.int32)
     pm, Mm, Cm = conditional_moments(label_sets, weights)
     present = mass > 0
-    spec = jnp.where(present[:, None], contrast_spectrum(Cm), jnp.nan)
+    spec = xp.where(present[:, None], contrast_spectrum(Cm), xp.nan)
     spec_all = contrast_spectrum(C)
-    delta = jnp.where(present & (count > 1), isotropy_defect(Cm), jnp.nan)
-    return SpectrumArrays(p, jnp.sum(p), M, C, mass, count, pm, Mm, Cm, spec, spec_all,
+    delta = xp.where(present & (count > 1), isotropy_defect(Cm), xp.nan)
+    return SpectrumArrays(p, xp.sum(p), M, C, mass, count, pm, Mm, Cm, spec, spec_all,
                           spec[:, 0], spec_all[0], delta)
 
 
@@ -216,18 +230,14 @@ def _support_only(dist: LabelDistribution) -> LabelDistribution:
 
 def label_spectrum(dist: LabelDistribution) -> LabelSpectrum:
     """Everything of THEORY §1 plus the §3 collapse thresholds of all four losses, as numpy
-    float64 (switches JAX to float64 like `solve`)."""
-    from .solvers import enable_x64
-
+    float64 (computed in numpy: no JIT, no change of JAX settings)."""
     if not isinstance(dist, LabelDistribution):
         raise InputError(f"expected a LabelDistribution, got {type(dist).__name__}")
     if dist.num_classes < 2:
         raise InputError("label spectra need at least K = 2 classes")
-    enable_x64()
     dist = _support_only(dist)
-    a = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype=np.float64) if np.asarray(x).dtype.kind == "f" else np.asarray(x),
-                               spectrum_arrays(jnp.asarray(dist.label_sets, dtype=jnp.float64),
-                                               jnp.asarray(dist.weights, dtype=jnp.float64)))
+    a = spectrum_arrays(np.asarray(dist.label_sets, dtype=np.float64),
+                        np.asarray(dist.weights, dtype=np.float64))
     ms = tuple(int(m) for m in np.flatnonzero(a.multiplicity_mass > 0))
     has_empty = 0 in ms
     thresholds = {}
@@ -335,8 +345,11 @@ def _cmd_spectrum(args):
     spec = label_spectrum(dist)
     print(format_spectrum_table(spec))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(spectrum_to_json(spec), f, indent=1)
+        try:
+            with open(args.json, "w") as f:
+                json.dump(spectrum_to_json(spec), f, indent=1)
+        except OSError as e:
+            raise InputError(f"cannot write {args.json}: {e.strerror}") from None
         print(f"-> {args.json}")
     return 0
 
