@@ -11,12 +11,29 @@ from .labels import (LabelDistribution, balanced, random_correlated, sample_labe
                      singleton_imbalance)
 from .losses import LOSSES, bce, mse, pal, pal_normalized
 from .solvers import (FlowTrace, SolveResult, enable_x64, estimate_step_size, gradient_flow,
-                      lbfgs, solve)
+                      gradient_flow_batch, lbfgs, solve)
 from .ufm import UFMConfig, UFMParams, init_params, logits, objective, per_sample_objective
+from .compare import Comparison, compare, procrustes, relative_error
+from .spectra import (LabelSpectrum, SpectrumArrays, contrast_basis, format_spectrum_table,
+                      label_spectrum, spectrum_arrays, spectrum_to_json)
+from .symmetric_pal import SymmetricPAL, is_symmetric, symmetric_pal, symmetric_pal_closed_form
+from .synthesis import SynthesisReport, synthesis_report
+from .geometry import (GeometryStability, centred_singular_values, contrast_separation,
+                       geometry_stability)
+from .metrics import (NCMetrics, nc1, nc2_classifier, nc2_features, nc3, nc_metrics,
+                      tagwise_angles)
+from .real_labels import available as real_label_tables, load_real, real_metadata
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Comparison", "GeometryStability", "LabelSpectrum", "NCMetrics", "SpectrumArrays",
+    "SymmetricPAL", "SynthesisReport", "centred_singular_values", "compare", "contrast_basis",
+    "contrast_separation", "format_spectrum_table", "geometry_stability", "gradient_flow_batch",
+    "is_symmetric", "label_spectrum", "load_real", "nc1", "nc2_classifier", "nc2_features", "nc3",
+    "nc_metrics", "procrustes", "real_label_tables", "real_metadata", "relative_error",
+    "spectrum_arrays", "spectrum_to_json", "symmetric_pal", "symmetric_pal_closed_form",
+    "synthesis_report", "tagwise_angles",
     "ClosedForm", "FlowTrace", "InputError", "LOSSES", "LabelDistribution", "SolveResult",
     "SolverDivergedError", "UFMConfig", "UFMParams", "balanced", "bce", "certificate",
     "closed_form", "collapse_threshold", "enable_x64", "estimate_step_size", "gradient_flow",

@@ -121,17 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the figure (png or pdf)")
     p.set_defaults(func=_cmd_compare)
 
-    for extra in (_add_spectrum, _add_sweep):
-        extra(sub)
+    p = sub.add_parser("spectrum", help="label spectra and kappa_m (THEORY §1), collapse "
+                       "thresholds (§3)")
+    p.add_argument("--labels", required=True, metavar="DIST.json|LABELS.npy|NAME",
+                   help="distribution JSON, binary [N, K] label matrix (.npy) or shipped table name")
+    p.add_argument("--json", action="store_true",
+                   help="print exactly one JSON object on stdout instead of the table")
+    p.set_defaults(func=_cmd_spectrum)
+
+    _add_sweep(sub)
     return parser
-
-
-def _add_spectrum(sub):
-    try:
-        from .spectra import add_spectrum_parser
-    except ImportError:
-        return
-    add_spectrum_parser(sub)
 
 
 def _add_sweep(sub):
@@ -143,12 +142,22 @@ def _add_sweep(sub):
 
 
 def load_labels(spec: str):
-    """A distribution file, or the name of a shipped real table (`voc2007_trainval`, ...)."""
+    """A distribution JSON, a binary `[N, K]` label matrix (`.npy`), or the name of a shipped
+    real table (`voc2007_trainval`, ...)."""
     from .labels import LabelDistribution
     from .real_labels import available, load_real
 
-    if not Path(spec).exists() and spec in available():
+    path = Path(spec)
+    if not path.exists() and spec in available():
         return load_real(spec)
+    if path.suffix == ".npy":
+        try:
+            Y = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise InputError(f"no such file: {spec}") from None
+        except ValueError as e:
+            raise InputError(f"cannot read {spec} as a .npy label matrix: {e}") from None
+        return LabelDistribution.from_label_matrix(Y)
     return LabelDistribution.load(spec)
 
 
@@ -229,6 +238,21 @@ def _cmd_compare(args):
     print(format_compare_table(report))
     compare_figure(report, fig_path)
     print(f"figure -> {fig_path}")
+    return 0
+
+
+def _cmd_spectrum(args):
+    import json
+
+    from .solvers import enable_x64
+    from .spectra import format_spectrum_table, label_spectrum, spectrum_to_json
+
+    enable_x64()
+    spec = label_spectrum(load_labels(args.labels))
+    if args.json:
+        print(json.dumps(spectrum_to_json(spec), allow_nan=False))
+    else:
+        print(format_spectrum_table(spec))
     return 0
 
 

@@ -70,8 +70,8 @@ def compare_figure(report, path) -> None:
     synthesis residuals per loss."""
     apply_style()
     n = len(report.losses) + 1
-    fig, axes = plt.subplots(1, n + 1, figsize=(3.0 * (n + 1), 3.2),
-                             gridspec_kw={"width_ratios": [1] * n + [1.3]})
+    fig, axes = plt.subplots(1, n + 1, figsize=(3.1 * (n + 1), 3.5), layout="constrained",
+                             gridspec_kw={"width_ratios": [1] * n + [1.4]})
     labels = _set_labels(report.dist)
     T = len(labels)
     step = max(1, T // 12)
@@ -85,7 +85,7 @@ def compare_figure(report, path) -> None:
         ax.set_yticks(range(0, T, step))
         ax.set_yticklabels(labels[::step], fontsize=6)
         ax.grid(False)
-    fig.colorbar(im, ax=axes[:n].tolist(), shrink=0.8, label="cosine(h_S, h_S')")
+    fig.colorbar(im, ax=axes[n - 1], shrink=0.75, label="cosine(h_S, h_S')")
     ax = axes[n]
     names = [r.loss for r in report.losses]
     x = np.arange(len(names))
@@ -100,5 +100,9 @@ def compare_figure(report, path) -> None:
     ax.set_xticklabels(names, rotation=30)
     ax.set_ylabel("max relative residual over |S| ≥ 2")
     ax.set_title("synthesis rules")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    d = report.dist
+    fig.suptitle(f"K = {d.num_classes}, {d.num_sets} label sets, d = {report.dim}, "
+                 f"λW = {report.lambda_w:g}, λH = {report.lambda_h:g}: prototype geometry per loss "
+                 f"and the synthesis rules", fontsize=10)
     savefig(fig, path)

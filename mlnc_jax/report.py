@@ -8,10 +8,16 @@ from typing import NamedTuple
 
 import numpy as np
 
+import jax.numpy as jnp
+
 from .closed_forms import ClosedForm, mse_closed_form
 from .compare import Comparison, compare, relative_error
+from .geometry import GeometryStability, geometry_stability
 from .labels import LabelDistribution, singleton_imbalance
+from .metrics import NCMetrics, nc_metrics
 from .solvers import SolveResult, solve
+from .spectra import LabelSpectrum, label_spectrum
+from .synthesis import synthesis_report
 from .ufm import UFMConfig
 
 __all__ = ["default_distribution", "LossReport", "CompareReport", "compare_losses",
@@ -21,9 +27,9 @@ LOSS_ORDER = ("mse", "pal", "pal_normalized", "bce")
 
 
 def default_distribution() -> LabelDistribution:
-    """Embedded example: K = 6, step singleton imbalance 10:1 (classes 0-2 frequent),
-    π(1) = 0.7, every pair equally likely with π(2) = 0.3."""
-    return singleton_imbalance(6, 10.0, kind="step", multiplicity_mass={1: 0.7, 2: 0.3})
+    """Embedded example: K = 6, long-tailed singletons (class k weighs 10^{-k/5}, max/min
+    = 10), π(1) = 0.7, every pair equally likely with π(2) = 0.3."""
+    return singleton_imbalance(6, 10.0, kind="exponential", multiplicity_mass={1: 0.7, 2: 0.3})
 
 
 class LossReport(NamedTuple):
@@ -34,10 +40,13 @@ class LossReport(NamedTuple):
     tagwise_residual: float  # max over |S| ≥ 2 (NaN if not evaluable)
     freefit_residual: float
     frequency_rule_residual: float
+    nc: "NCMetrics"
+    geometry: "GeometryStability"
 
 
 class CompareReport(NamedTuple):
     dist: LabelDistribution
+    spectrum: "LabelSpectrum"
     closed_form: ClosedForm
     losses: tuple
     lambda_w: float
@@ -56,10 +65,6 @@ def normalized_gram_error(H, H_ref) -> float:
 
 
 def _synthesis_residuals(H, dist):
-    try:
-        from .synthesis import synthesis_report
-    except ImportError:
-        return (float("nan"),) * 3
     rep = synthesis_report(np.asarray(H), dist)
     return rep.summary["tagwise_max"], rep.summary["freefit_max"], rep.summary["frequency_rule_max"]
 
@@ -72,9 +77,12 @@ def compare_losses(dist: LabelDistribution, *, dim=None, lambda_w=5e-3, lambda_h
     for loss in losses:
         res = solve(dist, UFMConfig(loss, dim, lambda_w, lambda_h), seed=seed, tol=tol)
         tw, ff, fr = _synthesis_residuals(res.H, dist)
+        nc = NCMetrics(*(float(v) for v in nc_metrics(res.W, res.H, jnp.asarray(dist.label_sets),
+                                                      jnp.asarray(dist.weights))))
+        geo = geometry_stability(res.W, res.H, res.b, dist)
         out.append(LossReport(loss, res, compare(res, cf), normalized_gram_error(res.H, cf.params.H),
-                              tw, ff, fr))
-    return CompareReport(dist, cf, tuple(out), lambda_w, lambda_h, dim)
+                              tw, ff, fr, nc, geo))
+    return CompareReport(dist, label_spectrum(dist), cf, tuple(out), lambda_w, lambda_h, dim)
 
 
 def format_compare_table(rep: CompareReport) -> str:
@@ -95,12 +103,34 @@ def format_compare_table(rep: CompareReport) -> str:
             f"{float(res.certificate) - 1:>11.1e}{r.vs_mse.gram_W:>10.1e}{r.vs_mse.gram_H:>10.1e}"
             f"{r.vs_mse.logits:>10.1e}{r.shape_gram_H:>10.1e}{r.tagwise_residual:>10.1e}"
             f"{r.frequency_rule_residual:>10.1e}{r.freefit_residual:>10.1e}")
+    sp = rep.spectrum
+    ms = list(sp.multiplicities)
+    lines += ["", "label spectrum (THEORY §1): " + ", ".join(
+        f"kappa_{m} = {sp.kappa[m]:.4g}" for m in ms) + f", kappa = {sp.kappa_all:.4g}; "
+        + ", ".join(f"delta_{m} = " + ("-" if sp.isotropy_defect[m] is None or not np.isfinite(sp.isotropy_defect[m])
+                                       else f"{sp.isotropy_defect[m]:.3g}") for m in ms),
+        "collapse thresholds (§3): " + ", ".join(f"{k} {v:.4g}" for k, v in sp.collapse_threshold.items())
+        + f"  (lambda_W*lambda_H = {rep.lambda_w * rep.lambda_h:.3g})",
+        "",
+        f"{'loss':<15}{'NC2(W)':>9}{'NC2(H)':>9}{'NC3':>9}{'angle max':>11}"
+        + "".join(f"{'sigma_' + str(m):>10}{'/kappa_' + str(m):>10}" for m in ms)
+        + f"{'s_min(Hc)':>11}"]
+    for r in rep.losses:
+        g = r.geometry
+        lines.append(
+            f"{r.loss:<15}{r.nc.nc2_W:>9.3f}{r.nc.nc2_H:>9.3f}{r.nc.nc3:>9.3f}"
+            f"{np.degrees(r.nc.tagwise_angle_max):>10.2f}°"
+            + "".join(f"{g.contrast_separation.get(m, np.nan):>10.3g}{g.ratio.get(m, np.nan):>10.3g}" for m in ms)
+            + f"{g.smallest_singular_value:>11.3g}")
     lines += [
         "",
         "Gram W / Gram H / logits: relative Frobenius error to the MSE closed form (THEORY §4);",
         "shape H: the same for H Hᵀ with scale removed. rho-1: certificate of §3 (|rho-1| small",
         "= certified global optimum). tag-wise / freq-rule / free-fit: largest relative residual",
         "over sets with |S| >= 2 of tag-wise averaging, the frequency-weighted rule (§4) and the",
-        "free fit in span{h_k, k in S} + {sum_j p_j h_j} (§6).",
+        "free fit in span{h_k, k in S} + {sum_j p_j h_j} (§6). NC2/NC3: distance to the simplex",
+        "ETF / self-duality (Li et al. 2024); angle: largest tag-wise angle; sigma_m: weakest contrast",
+        "variance of the logits within multiplicity m, set against kappa_m; s_min(Hc): smallest",
+        "non-zero singular value of the centred prototypes.",
     ]
     return "\n".join(lines)

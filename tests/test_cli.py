@@ -144,3 +144,36 @@ def test_console_script_no_traceback(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "negative" in p.stderr
     assert p.stdout == ""
+
+
+def test_spectrum_json_is_one_object(tmp_path, capsys):
+    labels = _write(tmp_path, DIST)
+    assert main(["spectrum", "--labels", labels, "--json"]) == 0
+    out = capsys.readouterr().out
+    obj = json.loads(out)  # exactly one JSON document on stdout
+    assert set(obj) == {"num_classes", "class_frequencies", "mean_multiplicity", "multiplicity_mass",
+                        "kappa", "kappa_all", "isotropy_defect", "spectrum", "collapse_threshold"}
+    assert set(obj["kappa"]) == {"1", "2"} and set(obj["collapse_threshold"]) == {"pal", "pal_normalized", "bce", "mse"}
+    # independent numpy computation of kappa_1 (THEORY §1): smallest eigenvalue of C_1 on 1-perp
+    Y = np.zeros((7, 4))
+    for r, s in enumerate(DIST["label_sets"]):
+        Y[r, s] = 1
+    w = np.asarray(DIST["weights"], float) / sum(DIST["weights"])
+    one = Y.sum(1) == 1
+    w1 = w[one] / w[one].sum()
+    p1 = w1 @ Y[one]
+    C1 = (Y[one] * w1[:, None]).T @ Y[one] - np.outer(p1, p1)
+    Q = np.linalg.qr(np.vstack([np.ones(4), np.eye(4)[:3]]).T)[0][:, 1:]
+    assert abs(obj["kappa"]["1"] - np.linalg.eigvalsh(Q.T @ C1 @ Q)[0]) <= 1e-12
+
+
+def test_spectrum_accepts_label_matrix_and_table(tmp_path, capsys):
+    Y = np.array([[1, 0, 0], [0, 1, 1], [1, 0, 0], [0, 0, 1]], dtype=np.uint8)
+    np.save(tmp_path / "Y.npy", Y)
+    assert main(["spectrum", "--labels", str(tmp_path / "Y.npy")]) == 0
+    assert "kappa_m" in capsys.readouterr().out
+    assert main(["spectrum", "--labels", "scene", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_classes"] == 6
+    np.save(tmp_path / "bad.npy", np.array([[2, 0]]))
+    assert main(["spectrum", "--labels", str(tmp_path / "bad.npy")]) == 2
+    assert "only 0 and 1" in capsys.readouterr().err
