@@ -69,7 +69,7 @@ def mse_closed_form(dist: LabelDistribution, config: UFMConfig) -> ClosedForm:
     phi = s / np.sqrt(lam_a)
     r = np.sqrt(config.lambda_h / config.lambda_w)
     gram_W = r * (Ua * s) @ Ua.T
-    proj = Yt @ Ua  # (u_jᵀ ỹ_s)
+    proj = (Yt @ Ua) * (w > 0)[:, None]  # (u_jᵀ ỹ_s); zero-weight padding rows stay 0
     gram_H = (proj * (s / lam_a) / r) @ proj.T
     b = p.copy() if config.bias else np.zeros(K)
     logits = (proj * phi) @ Ua.T + b

@@ -33,12 +33,13 @@ __all__ = [
 
 def _as_set_tuple(s, num_classes: int, index: int) -> tuple[int, ...]:
     try:
-        items = [int(v) for v in s]
-    except (TypeError, ValueError):
+        raw = list(s)
+        items = [int(v) for v in raw]
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"label set #{index} is not a list of integers: {s!r}") from None
-    for v, raw in zip(items, s):
-        if isinstance(raw, float) and raw != int(raw):
-            raise InputError(f"label set #{index} has a non-integer label {raw!r}")
+    for v, r in zip(items, raw):
+        if isinstance(r, bool) or float(r) != v:
+            raise InputError(f"label set #{index} has a non-integer label {r!r}")
     bad = [v for v in items if v < 0 or v >= num_classes]
     if bad:
         raise InputError(
@@ -92,9 +93,12 @@ class LabelDistribution:
         `merge_duplicates=True`, which adds their weights (first occurrence keeps its row).
         """
         try:
-            num_classes = int(num_classes)
-        except (TypeError, ValueError):
+            k = int(num_classes)
+            if isinstance(num_classes, bool) or float(num_classes) != k:
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
             raise InputError(f"num_classes must be an integer, got {num_classes!r}") from None
+        num_classes = k
         if num_classes < 1:
             raise InputError(f"num_classes must be >= 1, got {num_classes}")
         label_sets = list(label_sets)
@@ -175,6 +179,8 @@ class LabelDistribution:
             raise InputError(f"malformed JSON in {path}: {e.msg} (line {e.lineno})") from None
         except UnicodeDecodeError:
             raise InputError(f"{path} is not a text JSON file") from None
+        except OSError as e:
+            raise InputError(f"cannot read {path}: {e.strerror or e}") from None
         return cls.from_dict(d)
 
     def to_dict(self) -> dict:

@@ -13,6 +13,7 @@ Papers that write `λ_H/2 ‖H‖²` without the `1/N` (Zhu et al. 2021) use
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -41,15 +42,15 @@ class UFMConfig(NamedTuple):
     def validate(self) -> "UFMConfig":
         if self.loss not in LOSSES:
             raise InputError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        if not isinstance(self.dim, int) or isinstance(self.dim, bool) or self.dim < 1:
+        if not isinstance(self.dim, numbers.Integral) or isinstance(self.dim, bool) or self.dim < 1:
             raise InputError(f"dim must be an integer >= 1, got {self.dim!r}")
         for name in ("lambda_w", "lambda_h", "lambda_b"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
         if self.lambda_w == 0 or self.lambda_h == 0:
             raise InputError("lambda_w and lambda_h must be > 0 (without them the UFM has no minimiser)")
-        return self._replace(lambda_w=float(self.lambda_w), lambda_h=float(self.lambda_h),
+        return self._replace(dim=int(self.dim), lambda_w=float(self.lambda_w), lambda_h=float(self.lambda_h),
                              lambda_b=float(self.lambda_b), bias=bool(self.bias))
 
     @property

@@ -1,0 +1,62 @@
+"""Shared fixtures for the mlnc_jax test-suite.
+
+All numerical checks run in float64 (THEORY tolerances of 1e-7 / 1e-10 are float64 ones).
+JIT compilation dominates the runtime, so solves are memoised for the whole session:
+tests that need the same `(distribution, config)` share one solve.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+
+def real_labels_dir() -> Path | None:
+    """`shared/data/real-labels`, next to the checkout or inside it; None if absent."""
+    here = Path(__file__).resolve()
+    for base in (here.parents[2] / "shared", here.parents[1] / "shared"):
+        d = base / "data" / "real-labels"
+        if d.is_dir():
+            return d
+    return None
+
+
+# Label distributions with K = 6 are padded (zero-weight rows) to this many rows so that
+# they share one compiled solver per (loss, dim, bias): the real `emotions` label matrix has
+# 27 distinct sets, the random and imbalanced K = 6 distributions of the tests have 21.
+K6_ROWS = 27
+
+
+class _SolveCache:
+    """Memoise `mlnc_jax.solve` on the distribution's arrays, the config and the options."""
+
+    def __init__(self):
+        self._store = {}
+
+    def __call__(self, dist, config, **kwargs):
+        from mlnc_jax import solve
+
+        key = (np.asarray(dist.label_sets).tobytes(), np.asarray(dist.weights).tobytes(),
+               np.shape(dist.label_sets), dist.num_classes, tuple(config),
+               tuple(sorted(kwargs.items())))
+        if key not in self._store:
+            self._store[key] = solve(dist, config, **kwargs)
+        return self._store[key]
+
+
+@pytest.fixture(scope="session")
+def solve_cached():
+    return _SolveCache()
+
+
+@pytest.fixture(scope="session")
+def real_dir():
+    d = real_labels_dir()
+    if d is None:
+        pytest.skip("shared/data/real-labels not found")
+    return d
