@@ -15,7 +15,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mlnc_jax import UFMConfig, init_params, mse_closed_form, random_correlated
-from mlnc_jax.certificate import certificate
 from mlnc_jax.solvers import gradient_flow_batch, lbfgs, _summary, split_config
 
 from ._common import LOSS_COLORS, log_ticks_note
@@ -59,7 +58,6 @@ def _run(loss, dists, cfg, cfs):
         val, gnorm, rho = _summary(polished, jnp.asarray(d.label_sets), jnp.asarray(d.weights),
                                    *split_config(config))
         H = np.asarray(polished.H)
-        W = np.asarray(polished.W)
         gh = np.linalg.norm(H @ H.T - cfs[i].gram_H) / np.linalg.norm(cfs[i].gram_H)
         final.append((float(val), float(gnorm), float(rho), iters, gh))
     return steps, trace, np.array(final)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mlnc_jax import UFMConfig, collapse_threshold, mse_closed_form, random_correlated, solve
+from mlnc_jax import UFMConfig, collapse_threshold, mse_closed_form, random_correlated
 from mlnc_jax.real_labels import load_real
 
-from ._common import LOSS_COLORS, log_ticks_note
+from ._common import LOSS_COLORS, fast_solve, log_ticks_note
 
 NAME = "phase_diagram"
 
@@ -65,7 +65,7 @@ def compute(cfg: Config, progress=None):
         for t2 in tau2:
             lam = float(np.sqrt(t2))
             for loss in ("mse", "pal"):
-                r = solve(dist, UFMConfig(loss, cfg.dim, lam, lam), seed=cfg.seed, tol=cfg.tol)
+                r = fast_solve(dist, UFMConfig(loss, cfg.dim, lam, lam), seed=cfg.seed, tol=cfg.tol)
                 ranks[loss].append(_rank(r.W, cfg.rank_tol))
                 rho[loss].append(float(r.certificate))
             cf_rank.append(mse_closed_form(dist, UFMConfig("mse", cfg.dim, lam, lam)).rank)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mlnc_jax import UFMConfig, balanced, solve
+from mlnc_jax import UFMConfig, balanced
 from mlnc_jax.symmetric_pal import symmetric_pal
 
-from ._common import LOSS_COLORS, log_ticks_note
+from ._common import LOSS_COLORS, fast_solve, log_ticks_note
 
 NAME = "symmetric_pal"
 MASS = {1: 0.5, 2: 0.3, 3: 0.2}
@@ -70,7 +70,7 @@ def compute(cfg: Config, progress=None):
         srho, salpha, sobj, pobj, scert = [], {m: [] for m in MASS}, [], [], []
         for l in dots:
             c = base._replace(lambda_w=float(l), lambda_h=float(l))
-            r = solve(dist, c, seed=cfg.seed, tol=cfg.tol)
+            r = fast_solve(dist, c, seed=cfg.seed, tol=cfg.tol)
             rho, alpha = _fit(r.W, r.H, dist)
             srho.append(rho)
             for mm in MASS:

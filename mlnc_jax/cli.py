@@ -169,7 +169,6 @@ def _config(args, dim=None):
 
 
 def _cmd_solve(args):
-    from .labels import LabelDistribution
     from .results_io import run_metadata, write_npz_atomic
     from .solvers import check_distribution, solve
 
@@ -200,7 +199,6 @@ def _cmd_solve(args):
 
 def _cmd_closed_form(args):
     from .closed_forms import closed_form
-    from .labels import LabelDistribution
     from .results_io import run_metadata, write_npz_atomic
     from .solvers import enable_x64
 
@@ -224,7 +222,6 @@ def _cmd_closed_form(args):
 
 def _cmd_compare(args):
     from .report import compare_losses, default_distribution, format_compare_table
-    from .labels import LabelDistribution
     from .plotting import compare_figure
 
     fig_path = Path(args.figure)

@@ -28,7 +28,6 @@ of §3 from `certificate.collapse_threshold`.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import NamedTuple
 

@@ -1,0 +1,49 @@
+"""`python -m experiments --quick` regenerates all six figures from results files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from experiments import FIGURES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_run_writes_results_and_figures(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    figs, res = tmp_path / "figs", tmp_path / "res"
+    p = subprocess.run([sys.executable, "-m", "experiments", "--quick", "--figures-dir", str(figs),
+                        "--results-dir", str(res)], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=1200)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for name in FIGURES:
+        for ext in (".png", ".pdf"):
+            assert (figs / f"{name}{ext}").stat().st_size > 10_000, name
+        meta = json.loads((res / f"{name}.json").read_text())
+        for key in ("config", "mlnc_jax_version", "jax_version", "device", "dtype", "wall_time_s"):
+            assert key in meta, (name, key)
+        assert meta["dtype"] == "float64" and meta["quick"] is True
+        with np.load(res / f"{name}.npz") as f:
+            assert len(f.files) > 0
+    # the certified claims the figures rest on hold in the quick run too
+    with np.load(res / "convergence.npz") as a:
+        assert np.max(np.abs(a["pal_final_certificate"] - 1)) <= 1e-6      # THEORY §3
+        assert np.max(a["mse_final_gram_h_error"]) <= 1e-7                  # THEORY §4
+    with np.load(res / "phase_diagram.npz") as a:
+        for i in (0, 1):
+            assert np.array_equal(a[f"d{i}_mse_rank"], a[f"d{i}_closed_form_rank"])
+    with np.load(res / "symmetric_pal.npz") as a:
+        rel = np.abs(a["pal_solver_objective"] - a["pal_predicted_objective_at_solver"])
+        assert np.max(rel / np.abs(a["pal_predicted_objective_at_solver"])) <= 1e-9  # THEORY §5
+
+
+def test_bad_figure_name_is_one_line_error(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "experiments", "--only", "nope"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "invalid choice" in p.stderr
+    assert not (tmp_path / "figures").exists() and not (tmp_path / "results").exists()
