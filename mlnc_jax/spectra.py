@@ -117,11 +117,12 @@ def conditional_moments(label_sets, weights):
 
 def contrast_spectrum(C):
     """Ascending eigenvalues of `C` restricted to `1^⊥`: `eigvalsh(Qᵀ C Q)`, `K−1` values
-    (THEORY §1); batched over leading axes of `C [..., K, K]`."""
+    (THEORY §1); batched over leading axes of `C [..., K, K]`. A covariance is PSD, so
+    rounding negatives (~1e-17) are clipped to 0."""
     xp = _xp(C)
     Q = xp.asarray(contrast_basis(C.shape[-1]), dtype=C.dtype)
     R = xp.swapaxes(Q, 0, 1) @ C @ Q
-    return xp.linalg.eigvalsh(0.5 * (R + xp.swapaxes(R, -1, -2)))
+    return xp.maximum(xp.linalg.eigvalsh(0.5 * (R + xp.swapaxes(R, -1, -2))), 0.0)
 
 
 def isotropy_defect(C):
