@@ -58,6 +58,9 @@ def _jsonable(x):
 def _tmp_in(directory: Path, suffix: str) -> Path:
     fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
     return Path(name)
 
 
