@@ -263,12 +263,20 @@ def balanced(num_classes: int, multiplicity_mass: Mapping[int, float]) -> LabelD
     Every m-subset gets weight `π(m) / C(K, m)`.
     """
     mm = _check_mass(multiplicity_mass, num_classes)
+    sets, w = _uniform_subsets(num_classes, mm)
+    return LabelDistribution.from_sets(sets, w, num_classes)
+
+
+def _uniform_subsets(num_classes: int, mm: Mapping[int, float], skip=()):
+    """All m-subsets for each multiplicity in `mm` (except `skip`), weight `π(m)/C(K, m)`."""
     sets, w = [], []
     for m, mass in mm.items():
+        if m in skip:
+            continue
         combos = list(itertools.combinations(range(num_classes), m))
         sets += combos
         w += [mass / len(combos)] * len(combos)
-    return LabelDistribution.from_sets(sets, w, num_classes)
+    return sets, w
 
 
 def singleton_imbalance(
@@ -301,14 +309,9 @@ def singleton_imbalance(
         s = float(ratio) ** (-np.arange(K) / max(K - 1, 1))
     else:
         raise InputError(f"unknown imbalance kind {kind!r} (use 'step' or 'exponential')")
-    sets = [(k,) for k in range(K)]
-    w = list(mm[1] * s / s.sum())
-    for m, mass in mm.items():
-        if m == 1:
-            continue
-        combos = list(itertools.combinations(range(K), m))
-        sets += combos
-        w += [mass / len(combos)] * len(combos)
+    higher, w_higher = _uniform_subsets(K, mm, skip=(1,))
+    sets = [(k,) for k in range(K)] + higher
+    w = list(mm[1] * s / s.sum()) + w_higher
     return LabelDistribution.from_sets(sets, w, K)
 
 
