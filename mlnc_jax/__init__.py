@@ -23,10 +23,12 @@ from .geometry import (GeometryStability, centred_singular_values, contrast_sepa
 from .metrics import (NCMetrics, nc1, nc2_classifier, nc2_features, nc3, nc_metrics,
                       tagwise_angles)
 from .real_labels import available as real_label_tables, load_real, real_metadata
+from .batch import BatchGrid, BatchSolveResult, ConvergenceWarning, batch_grid, solve_batch
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchGrid", "BatchSolveResult", "ConvergenceWarning", "batch_grid", "solve_batch",
     "Comparison", "GeometryStability", "LabelSpectrum", "NCMetrics", "SpectrumArrays",
     "SymmetricPAL", "SynthesisReport", "centred_singular_values", "compare", "contrast_basis",
     "contrast_separation", "format_spectrum_table", "geometry_stability", "gradient_flow_batch",
