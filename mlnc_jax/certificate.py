@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .labels import LabelDistribution
-from .ufm import UFMConfig, UFMParams, loss_gradients
+from .ufm import UFMConfig, UFMParams, loss_gradients, padding_safe_labels
 
 __all__ = ["gradient_matrix", "certificate", "collapse_gradients", "collapse_threshold",
            "optimal_collapse_bias"]
@@ -20,9 +20,7 @@ __all__ = ["gradient_matrix", "certificate", "collapse_gradients", "collapse_thr
 
 def gradient_matrix(params: UFMParams, label_sets, weights, config: UFMConfig):
     """`G = [√π_s g_s]_s` as a `[K, T]` matrix (THEORY §3)."""
-    g = loss_gradients(params, label_sets, config)
-    # zero-weight padding rows may be empty sets, where pal_normalized's gradient is NaN
-    g = jnp.where((weights > 0)[:, None], g, 0.0)
+    g = loss_gradients(params, padding_safe_labels(label_sets, weights, config), config)
     return (jnp.sqrt(weights)[:, None] * g).T
 
 

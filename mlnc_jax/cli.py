@@ -12,9 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from .errors import InputError, SolverDivergedError
+
+from .real_labels import load_labels
 
 __all__ = ["main", "build_parser"]
 
@@ -135,26 +136,6 @@ def _add_sweep(sub):
     except ImportError:
         return
     add_sweep_parser(sub)
-
-
-def load_labels(spec: str):
-    """A distribution JSON, a binary `[N, K]` label matrix (`.npy`), or the name of a shipped
-    real table (`voc2007_trainval`, ...)."""
-    from .labels import LabelDistribution
-    from .real_labels import available, load_real
-
-    path = Path(spec)
-    if not path.exists() and spec in available():
-        return load_real(spec)
-    if path.suffix == ".npy":
-        try:
-            Y = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise InputError(f"no such file: {spec}") from None
-        except ValueError as e:
-            raise InputError(f"cannot read {spec} as a .npy label matrix: {e}") from None
-        return LabelDistribution.from_label_matrix(Y)
-    return LabelDistribution.load(spec)
 
 
 def _config(args, dim=None):

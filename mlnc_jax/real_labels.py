@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
+
+import numpy as np
 
 from .errors import InputError
 from .labels import LabelDistribution
 
-__all__ = ["available", "load_real", "real_metadata"]
+__all__ = ["available", "load_real", "real_metadata", "load_labels"]
 
 
 def available() -> list[str]:
@@ -40,3 +43,24 @@ def real_metadata(name: str) -> dict:
     return {"name": d["name"], "num_classes": d["num_classes"], "class_names": d["class_names"],
             "num_samples": int(sum(d["weights"])), "num_sets": len(d["label_sets"]),
             "provenance": d["provenance"]}
+
+
+def load_labels(spec, base=None) -> LabelDistribution:
+    """Resolve a label source: a distribution JSON, a binary `[N, K]` label matrix (`.npy`),
+    or the name of a shipped table (`voc2007_trainval`, ...). Relative paths are taken
+    against `base` when given."""
+    spec = str(spec)
+    path = Path(spec)
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    if not path.exists() and spec in available():
+        return load_real(spec)
+    if path.suffix == ".npy":
+        try:
+            Y = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise InputError(f"no such file: {spec}") from None
+        except (ValueError, OSError) as e:
+            raise InputError(f"cannot read {spec} as a .npy label matrix: {e}") from None
+        return LabelDistribution.from_label_matrix(Y)
+    return LabelDistribution.load(path)

@@ -80,13 +80,10 @@ def _number_list(cfg, key, default=None, positive=False):
 
 def _expand_distribution(spec, base: Path):
     """A spec → list of (description, LabelDistribution)."""
-    from .real_labels import available, load_real
+    from .real_labels import load_labels
 
     if isinstance(spec, str):
-        path = (base / spec) if not Path(spec).is_absolute() else Path(spec)
-        if not path.exists() and spec in available():
-            return [(spec, load_real(spec))]
-        return [(spec, LabelDistribution.load(path))]
+        return [(spec, load_labels(spec, base))]
     if not isinstance(spec, dict):
         raise InputError(f"a distribution must be a file name, a table name or a generator object, got {spec!r}")
     if "generator" not in spec:

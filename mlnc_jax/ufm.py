@@ -73,14 +73,20 @@ def logits(params: UFMParams, config: UFMConfig):
     return z + params.b if config.bias else z
 
 
+def padding_safe_labels(label_sets, weights, config: UFMConfig):
+    """Label sets with zero-weight padding rows made harmless: padding rows are empty sets,
+    where `pal_normalized` (a division by `m`) is NaN; they get all labels instead. Their
+    weight is 0, so they never count."""
+    if config.loss != "pal_normalized":
+        return label_sets
+    return jnp.where((weights > 0)[:, None], label_sets, 1.0)
+
+
 def objective(params: UFMParams, label_sets, weights, config: UFMConfig):
     """Reduced UFM objective `F(W, H, b)` of THEORY §2 (padding rows with π = 0 drop out)."""
     loss = jax.vmap(get_loss(config.loss))
     z = logits(params, config)
-    safe_y = label_sets
-    if config.loss == "pal_normalized":
-        # padding rows are empty sets with zero weight; keep their loss finite
-        safe_y = jnp.where((weights > 0)[:, None], label_sets, 1.0)
+    safe_y = padding_safe_labels(label_sets, weights, config)
     data = jnp.sum(weights * jnp.where(weights > 0, loss(z, safe_y), 0.0))
     reg = 0.5 * config.lambda_w * jnp.sum(params.W**2)
     reg += 0.5 * config.lambda_h * jnp.sum(weights * jnp.sum(params.H**2, axis=-1))
