@@ -1,7 +1,8 @@
 """mlnc_jax: neural collapse in multi-label learning, in JAX.
 
 Exact UFM solvers, the spectral closed forms of THEORY §4-§5 and the global-optimality
-certificate of §3. float64 is switched on by `solve` and the CLI, never on import.
+certificate of §3. Solves run in float64 inside a scoped `jax.enable_x64`; importing or
+calling the package leaves the caller's JAX configuration as it was.
 """
 
 from .certificate import certificate, collapse_threshold, gradient_matrix
@@ -9,9 +10,10 @@ from .closed_forms import ClosedForm, closed_form, mse_closed_form
 from .errors import InputError, SolverDivergedError
 from .labels import (LabelDistribution, balanced, random_correlated, sample_labels,
                      singleton_imbalance)
-from .losses import LOSSES, bce, mse, pal, pal_normalized
-from .solvers import (FlowTrace, SolveResult, enable_x64, estimate_step_size, gradient_flow,
-                      gradient_flow_batch, lbfgs, solve)
+from .losses import LOSSES, Loss, bce, get_loss, mse, pal, pal_normalized
+from .flow import FlowTrace, estimate_step_size, gradient_flow, gradient_flow_batch
+from .solve import (STATUSES, BatchGrid, BatchSolveResult, ConvergenceWarning, SolveResult,
+                    batch_grid, solve, solve_batch)
 from .ufm import UFMConfig, UFMParams, init_params, logits, objective, per_sample_objective
 from .compare import Comparison, compare, procrustes, relative_error
 from .spectra import (LabelSpectrum, SpectrumArrays, contrast_basis, format_spectrum_table,
@@ -23,7 +25,6 @@ from .geometry import (GeometryStability, centred_singular_values, contrast_sepa
 from .metrics import (NCMetrics, nc1, nc2_classifier, nc2_features, nc3, nc_metrics,
                       tagwise_angles)
 from .real_labels import available as real_label_tables, load_real, real_metadata
-from .batch import BatchGrid, BatchSolveResult, ConvergenceWarning, batch_grid, solve_batch
 
 __version__ = "0.1.0"
 
@@ -36,10 +37,11 @@ __all__ = [
     "nc_metrics", "procrustes", "real_label_tables", "real_metadata", "relative_error",
     "spectrum_arrays", "spectrum_to_json", "symmetric_pal", "symmetric_pal_closed_form",
     "synthesis_report", "tagwise_angles",
-    "ClosedForm", "FlowTrace", "InputError", "LOSSES", "LabelDistribution", "SolveResult",
+    "ClosedForm", "FlowTrace", "InputError", "LOSSES", "LabelDistribution", "Loss", "STATUSES",
+    "SolveResult", "get_loss",
     "SolverDivergedError", "UFMConfig", "UFMParams", "balanced", "bce", "certificate",
-    "closed_form", "collapse_threshold", "enable_x64", "estimate_step_size", "gradient_flow",
-    "gradient_matrix", "init_params", "lbfgs", "logits", "mse", "mse_closed_form", "objective",
+    "closed_form", "collapse_threshold", "estimate_step_size", "gradient_flow",
+    "gradient_matrix", "init_params", "logits", "mse", "mse_closed_form", "objective",
     "pal", "pal_normalized", "per_sample_objective", "random_correlated", "sample_labels",
     "singleton_imbalance", "solve",
 ]

@@ -93,10 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("solve", help="solve the reduced UFM for a label distribution")
     _add_problem_args(p)
     p.add_argument("--seed", type=_nonneg_int("--seed"), default=0)
-    p.add_argument("--tol", type=float, default=1e-10, help="stop when ||grad F|| <= TOL")
-    p.add_argument("--flow-steps", type=_nonneg_int("--flow-steps"), default=2000)
-    p.add_argument("--step-size", type=float, default=None)
-    p.add_argument("--max-iter", type=_positive_int("--max-iter"), default=5000, help="L-BFGS iterations at most")
+    p.add_argument("--tol", type=float, default=1e-10,
+                   help="stop when every relative block residual is <= TOL (THEORY §2c)")
+    p.add_argument("--cert-tol", type=float, default=1e-6,
+                   help="certified when rho <= 1 + CERT_TOL at a converged point (THEORY §2c)")
+    p.add_argument("--max-steps", type=_positive_int("--max-steps"), default=500,
+                   help="Newton steps at most")
+    p.add_argument("--allow-uncertified", action="store_true",
+                   help="exit 0 for a result that is not certified (it is still labelled so)")
     p.add_argument("--out", required=True, metavar="RESULT.npz")
     p.set_defaults(func=_cmd_solve)
 
@@ -147,39 +151,41 @@ def _config(args, dim=None):
 
 def _cmd_solve(args):
     from .results_io import run_metadata, write_npz_atomic
-    from .solvers import check_distribution, solve
+    from .solve import solve
 
     out = _check_out(args.out)
     dist = load_labels(args.labels)
     config = _config(args)
-    check_distribution(dist, config)
-    if not (args.tol > 0):
-        raise InputError(f"--tol must be > 0, got {args.tol}")
     t0 = time.perf_counter()
-    res = solve(dist, config, seed=args.seed, tol=args.tol, flow_steps=args.flow_steps,
-                step_size=args.step_size, max_lbfgs_iter=args.max_iter)
+    res = solve(dist, config, seed=args.seed, tol=args.tol, cert_tol=args.cert_tol,
+                max_steps=args.max_steps, warn=False)
     wall = time.perf_counter() - t0
     arrays = dict(W=res.W, H=res.H, b=res.b, objective=res.objective, grad_norm=res.grad_norm,
-                  certificate=res.certificate, converged=res.converged, steps=res.steps,
+                  residual=res.residual, certificate=res.certificate, converged=res.converged,
+                  certified=res.certified, status=res.status, steps=res.steps,
                   label_sets=dist.label_sets, weights=dist.weights)
-    meta = run_metadata(command="solve", config=config._asdict(), seed=args.seed, tol=args.tol,
-                        labels=str(args.labels), label_sets=dist.sets,
+    meta = run_metadata(command="solve", config=config.as_dict(), seed=args.seed, tol=args.tol,
+                        cert_tol=args.cert_tol, labels=str(args.labels), label_sets=dist.sets,
                         num_classes=dist.num_classes, wall_time_s=wall,
                         objective=float(res.objective), grad_norm=float(res.grad_norm),
-                        certificate=float(res.certificate), converged=bool(res.converged))
+                        residual=float(res.residual), certificate=float(res.certificate),
+                        converged=bool(res.converged), certified=bool(res.certified),
+                        status=str(res.status), reason=str(res.reason),
+                        global_optimum=bool(res.certified))
     write_npz_atomic(out, arrays, meta)
-    status = "converged" if bool(res.converged) else "NOT converged"
-    print(f"{status}: F = {float(res.objective):.12g}, ||grad F|| = {float(res.grad_norm):.2e}, "
-          f"rho = {float(res.certificate):.9f}, {int(res.steps)} steps, {wall:.2f} s -> {out}")
-    return 0 if bool(res.converged) else 1
+    what = "certified global optimum" if res.certified else f"{res.status} ({res.reason})"
+    print(f"{what}: F = {float(res.objective):.12g}, residual = {float(res.residual):.1e}, "
+          f"rho = {float(res.certificate):.9f}, {int(res.steps)} Newton steps, {wall:.2f} s -> {out}")
+    if res.certified or args.allow_uncertified:
+        return 0
+    print(f"mlnc-jax: not certified ({res.status}): {res.reason}; the result is written with "
+          "its status; --allow-uncertified accepts it", file=sys.stderr)
+    return 1
 
 
 def _cmd_closed_form(args):
     from .closed_forms import closed_form
     from .results_io import run_metadata, write_npz_atomic
-    from .solvers import enable_x64
-
-    enable_x64()
     out = _check_out(args.out)
     dist = load_labels(args.labels)
     config = _config(args, dim=args.dim or dist.num_classes)
@@ -188,12 +194,12 @@ def _cmd_closed_form(args):
     arrays = dict(gram_W=cf.gram_W, gram_H=cf.gram_H, logits=cf.logits, b=cf.b,
                   objective=cf.objective, rank=cf.rank, W=cf.params.W, H=cf.params.H,
                   eigenvalues=cf.eigenvalues, label_sets=dist.label_sets, weights=dist.weights)
-    meta = run_metadata(command="closed-form", config=config._asdict(), labels=str(args.labels),
+    meta = run_metadata(command="closed-form", config=config.as_dict(), labels=str(args.labels),
                         label_sets=dist.sets, num_classes=dist.num_classes,
                         wall_time_s=time.perf_counter() - t0, objective=float(cf.objective),
                         rank=int(cf.rank))
     write_npz_atomic(out, arrays, meta)
-    print(f"closed form ({config.loss}): F* = {float(cf.objective):.12g}, rank {int(cf.rank)} -> {out}")
+    print(f"closed form ({config.loss_record.name}): F* = {float(cf.objective):.12g}, rank {int(cf.rank)} -> {out}")
     return 0
 
 
@@ -218,10 +224,8 @@ def _cmd_compare(args):
 def _cmd_spectrum(args):
     import json
 
-    from .solvers import enable_x64
     from .spectra import format_spectrum_table, label_spectrum, spectrum_to_json
 
-    enable_x64()
     spec = label_spectrum(load_labels(args.labels))
     if args.json:
         print(json.dumps(spectrum_to_json(spec), allow_nan=False))
@@ -231,6 +235,10 @@ def _cmd_spectrum(args):
 
 
 def main(argv=None) -> int:
+    import jax
+
+    # the command line is a float64 application: every result file says dtype float64
+    jax.config.update("jax_enable_x64", True)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

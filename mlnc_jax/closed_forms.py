@@ -12,41 +12,21 @@ With eigenpairs `(λ_j, u_j)` of `Σ`, `τ = √(λ_W λ_H)`, `s_j = (√λ_j �
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from .errors import InputError
 from .labels import LabelDistribution
-from .ufm import UFMConfig, UFMParams
+from .losses import bce, mse, pal, pal_normalized
+from .symmetric_pal import symmetric_pal_closed_form
+from .ufm import ClosedForm, UFMConfig, UFMParams
 
 __all__ = ["ClosedForm", "closed_form", "mse_closed_form"]
-
-
-class ClosedForm(NamedTuple):
-    """Closed-form solution: rotation-invariant quantities plus one factor realisation.
-
-    `gram_H` is the unweighted prototype Gram `H Hᵀ` (`[T, T]`, rows in the
-    distribution's order); `logits` are `z_s = W h_s + b` (`[T, K]`); `rank` is the
-    number of active directions; `params` realises `(W [K, d], H [T, d], b)`.
-    `eigenvalues`/`eigenvectors` are those of `Σ` (ascending).
-    """
-
-    gram_W: np.ndarray
-    gram_H: np.ndarray
-    logits: np.ndarray
-    b: np.ndarray
-    objective: float
-    rank: int
-    params: UFMParams
-    eigenvalues: np.ndarray
-    eigenvectors: np.ndarray
 
 
 def mse_closed_form(dist: LabelDistribution, config: UFMConfig) -> ClosedForm:
     """Exact MSE solution of THEORY §4 (free bias or no bias), in float64 numpy."""
     config = config.validate()
-    if config.loss != "mse":
+    if config.loss_record != mse:
         raise InputError(f"the spectral closed form is for loss 'mse', not {config.loss!r}")
     if config.bias and config.lambda_b != 0:
         raise InputError("the MSE closed form needs a free bias (lambda_b = 0) or --no-bias")
@@ -81,16 +61,15 @@ def mse_closed_form(dist: LabelDistribution, config: UFMConfig) -> ClosedForm:
     return ClosedForm(gram_W, gram_H, logits, b, objective, rank, UFMParams(W, H, b), lam, U)
 
 
+_CLOSED_FORMS = {mse: mse_closed_form, pal: symmetric_pal_closed_form,
+                 pal_normalized: symmetric_pal_closed_form}
+
+
 def closed_form(dist: LabelDistribution, config: UFMConfig) -> ClosedForm:
     """Closed form for `config.loss`: `mse` (THEORY §4); `pal`, `pal_normalized` on a
     symmetric distribution (THEORY §5)."""
     config = config.validate()
-    if config.loss == "mse":
-        return mse_closed_form(dist, config)
-    if config.loss in ("pal", "pal_normalized"):
-        from .symmetric_pal import symmetric_pal_closed_form
-
-        return symmetric_pal_closed_form(dist, config)
-    if config.loss == "bce":
-        raise InputError("no closed form is known for 'bce'; use solve()")
-    raise InputError(f"no closed form for loss {config.loss!r} on this distribution")
+    fn = _CLOSED_FORMS.get(config.loss_record)
+    if fn is None:
+        raise InputError(f"no closed form is known for loss {config.loss_record.name!r}; use solve()")
+    return fn(dist, config)

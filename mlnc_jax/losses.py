@@ -1,56 +1,317 @@
-"""Multi-label losses on logits (THEORY §2). All are convex in the logits `z`.
+"""Multi-label losses on logits (THEORY §2), each a `Loss` record.
 
-Each loss maps `(z [K], y [K]) -> scalar`; batch with `jax.vmap`.
+A `Loss` carries everything the package needs of a loss, so no other module branches on a
+loss name:
+
+* `derivatives(Z, Y) -> (l [T], g [T, K], curv)`: value, gradient and curvature
+  `∇²ℓ(z_s)` of every row, the curvature in the structured form the Newton core uses;
+  `hess_matvec(curv, V)` applies it to `[T, K]` and `hess_congruence(curv, R)` forms
+  `R ∇²ℓ_s Rᵀ` (`[T, r, r]`). Built-ins use `diag(a_s) − q_s q_sᵀ` (rank one at most);
+  `Loss.from_function` uses the dense `[T, K, K]` Hessian from autodiff.
+* `convex`: the certificate of THEORY §3 applies only to convex losses (§2c).
+* `ignored_directions(K)`: logit directions the loss ignores (PAL: `1`), `[n, K]`.
+* `collapse_bias(Y, w)` and `collapse_gradients(Y, w)`: the optimal bias `b₀` at
+  `W = 0, H = 0` and `g⁰_s = ∇ℓ(b₀, y_s)` (free bias, THEORY §3).
+* `minimiser_error(Y, w)` (THEORY §2b, free bias) and `domain_error(Y, w)` (label sets
+  where the loss is undefined): a one-line message, or None.
+
+A record is callable: `loss(z, y)` is `ℓ(z, y)` for one label set.
 """
 
 from __future__ import annotations
 
+from typing import Any, Callable, NamedTuple, Optional
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .errors import InputError
 
-__all__ = ["LOSSES", "pal", "pal_normalized", "bce", "mse", "get_loss", "loss_curvature_bound"]
+__all__ = ["Loss", "LOSSES", "pal", "pal_normalized", "bce", "mse", "get_loss", "loss_name"]
 
 
-def pal(z, y):
-    """Pick-all-label cross-entropy (Li et al. 2024): `m·LSE(z) − yᵀz`, `m = 1ᵀy`.
+class Loss(NamedTuple):
+    """A multi-label loss and what the solver, certificate and theory need of it.
 
-    Invariant to `z + c·1`.
+    Hashable (a jit static argument). Build your own with `Loss.from_function`.
     """
-    return jnp.sum(y) * jax.nn.logsumexp(z) - jnp.dot(y, z)
+
+    name: str
+    derivatives: Callable
+    hess_matvec: Callable
+    hess_congruence: Callable
+    convex: bool
+    ignored_directions: Callable
+    collapse_bias: Callable
+    collapse_gradients: Callable
+    minimiser_error: Callable
+    domain_error: Callable
+
+    def __call__(self, z, y):
+        """`ℓ(z, y)` for one label set (`z`, `y` of shape `[K]`)."""
+        return self.derivatives(z[None], y[None])[0][0]
+
+    def value(self, z, y):
+        return self(z, y)
+
+    @staticmethod
+    def from_function(name: str, fn: Callable, *, convex: bool = True,
+                      ignored_directions: Optional[Callable] = None,
+                      minimiser_error: Optional[Callable] = None,
+                      domain_error: Optional[Callable] = None) -> "Loss":
+        """A loss from `fn(z [K], y [K]) -> scalar`; derivatives by autodiff.
+
+        `convex=False` makes every solution "converged_uncertified" (THEORY §2c).
+        `minimiser_error(Y, w)` may state the §2b existence rule for a free bias (a message
+        or None); without it existence is not checked before solving. The collapse bias
+        `b₀` is found by Newton's method on `Σ_s π_s ℓ(b, y_s)`.
+        """
+        if not callable(fn):
+            raise InputError(f"Loss.from_function needs a callable, got {fn!r}")
+        vg = jax.vmap(jax.value_and_grad(fn))
+        hess = jax.vmap(jax.hessian(fn))
+
+        def derivatives(Z, Y):
+            l, g = vg(Z, Y)
+            return l, g, hess(Z, Y)
+
+        return Loss(str(name), derivatives, _dense_matvec, _dense_congruence, bool(convex),
+                    ignored_directions or _no_directions, _numeric_collapse_bias(derivatives),
+                    None, minimiser_error or _always, domain_error or _always)._finish()
+
+    def _finish(self) -> "Loss":
+        if self.collapse_gradients is not None:
+            return self
+        loss = self
+
+        def collapse_gradients(Y, w):
+            b0 = loss.collapse_bias(Y, w)
+            Z = np.broadcast_to(b0, np.shape(Y))
+            return np.asarray(loss.derivatives(jnp.asarray(Z), jnp.asarray(Y, Z.dtype))[1])
+
+        return self._replace(collapse_gradients=collapse_gradients)
+
+    def __repr__(self) -> str:
+        return f"Loss({self.name!r})"
 
 
-def pal_normalized(z, y):
-    """Soft-target cross-entropy `LSE(z) − yᵀz/m`; undefined for the empty set (m = 0)."""
-    return jax.nn.logsumexp(z) - jnp.dot(y, z) / jnp.sum(y)
+# -- curvature structures -------------------------------------------------------------------
 
 
-def bce(z, y):
-    """One-vs-all sigmoid loss `Σ_k softplus(z_k) − y_k z_k`."""
-    return jnp.sum(jax.nn.softplus(z) - y * z)
+def _diag_rank1_matvec(curv, V):
+    """`(diag(a_s) − q_s q_sᵀ) v_s` for every row; `q` None means purely diagonal."""
+    a, q = curv
+    out = a * V
+    return out if q is None else out - q * jnp.sum(q * V, -1, keepdims=True)
 
 
-def mse(z, y):
-    """Squared error `½‖z − y‖²`."""
-    return 0.5 * jnp.sum((z - y) ** 2)
+def _diag_rank1_congruence(curv, R):
+    """`R (diag(a_s) − q_s q_sᵀ) Rᵀ`, `[T, r, r]`."""
+    a, q = curv
+    r = R.shape[0]
+    RR = (R[:, None, :] * R[None, :, :]).reshape(r * r, -1)
+    E = (a @ RR.T).reshape(-1, r, r)
+    if q is not None:
+        Rq = q @ R.T
+        E = E - Rq[:, :, None] * Rq[:, None, :]
+    return E
 
 
-LOSSES = {"pal": pal, "pal_normalized": pal_normalized, "bce": bce, "mse": mse}
+def _dense_matvec(A, V):
+    return jnp.einsum("tkl,tl->tk", A, V)
 
 
-def get_loss(name: str):
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise InputError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None
+def _dense_congruence(A, R):
+    return jnp.einsum("ik,tkl,jl->tij", R, A, R)
 
 
-def loss_curvature_bound(name: str, max_multiplicity: float) -> float:
-    """Upper bound on `‖∇²_z ℓ‖_op` (softmax Hessian ≤ ½, sigmoid'' ≤ ¼)."""
-    return {
-        "pal": 0.5 * max(max_multiplicity, 1.0),
-        "pal_normalized": 0.5,
-        "bce": 0.25,
-        "mse": 1.0,
-    }[name]
+# -- the built-in losses --------------------------------------------------------------------
+
+
+def _softmax_parts(Z):
+    lse = jax.nn.logsumexp(Z, axis=-1)
+    return lse, jnp.exp(Z - lse[:, None])
+
+
+def _pal_derivatives(Z, Y):
+    """`ℓ = m·LSE(z) − yᵀz`, `g = m p − y`, `∇²ℓ = m(diag p − p pᵀ)` (`p` = softmax)."""
+    lse, p = _softmax_parts(Z)
+    m = jnp.sum(Y, -1)
+    l = m * lse - jnp.sum(Y * Z, -1)
+    return l, m[:, None] * p - Y, (m[:, None] * p, jnp.sqrt(m)[:, None] * p)
+
+
+def _pal_normalized_derivatives(Z, Y):
+    """`ℓ = LSE(z) − yᵀz/m`, `g = p − y/m`, `∇²ℓ = diag p − p pᵀ`."""
+    lse, p = _softmax_parts(Z)
+    m = jnp.sum(Y, -1)
+    return lse - jnp.sum(Y * Z, -1) / m, p - Y / m[:, None], (p, p)
+
+
+def _bce_derivatives(Z, Y):
+    """`ℓ = Σ_k softplus(z_k) − y_k z_k`, `g = σ(z) − y`, `∇²ℓ = diag σ(1−σ)`."""
+    s = jax.nn.sigmoid(Z)
+    return jnp.sum(jax.nn.softplus(Z) - Y * Z, -1), s - Y, (s * (1.0 - s), None)
+
+
+def _mse_derivatives(Z, Y):
+    """`ℓ = ½‖z − y‖²`, `g = z − y`, `∇²ℓ = I`."""
+    return 0.5 * jnp.sum((Z - Y) ** 2, -1), Z - Y, (jnp.ones_like(Z), None)
+
+
+def _no_directions(K):
+    return np.zeros((0, K))
+
+
+def _ones_direction(K):
+    return np.ones((1, K)) / np.sqrt(K)
+
+
+def _always(Y, w):
+    return None
+
+
+def _frequencies(Y, w):
+    Y = np.asarray(Y, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    keep = w > 0
+    return Y[keep], w[keep], w[keep] @ Y[keep]
+
+
+def _unused_class_error(Y, w):
+    """THEORY §2b, pal and pal_normalized: a minimiser exists iff every `p_k > 0` (or only
+    the empty set has mass)."""
+    Y, w, p = _frequencies(Y, w)
+    if p.sum() == 0:
+        return None
+    bad = np.flatnonzero(p <= 0)
+    if bad.size:
+        return (f"no minimiser exists: class {bad[0]} has frequency p = 0, so its bias runs to "
+                f"-inf (THEORY §2b); use lambda_b > 0 or no bias, or drop the class")
+    return None
+
+
+def _bce_minimiser_error(Y, w):
+    """THEORY §2b, bce: a minimiser exists iff `0 < p_k < 1` for every class."""
+    Y, w, p = _frequencies(Y, w)
+    for k in range(p.size):
+        if p[k] <= 0 or p[k] >= 1 - 1e-15:
+            side = "+inf" if p[k] > 0 else "-inf"
+            return (f"no minimiser exists: class {k} has frequency p = {p[k]:g}, so its bias "
+                    f"runs to {side} (THEORY §2b); use lambda_b > 0 or no bias")
+    return None
+
+
+def _empty_set_error(Y, w):
+    Y, w, _ = _frequencies(Y, w)
+    if np.any(Y.sum(-1) == 0):
+        return "pal_normalized is undefined for the empty label set (m = 0)"
+    return None
+
+
+def _pal_bias(Y, w):
+    """softmax(b₀) = p/m̄ (THEORY §3)."""
+    _, _, p = _frequencies(Y, w)
+    with np.errstate(divide="ignore"):
+        return np.log(p / p.sum())
+
+
+def _pal_normalized_bias(Y, w):
+    """softmax(b₀) = E[y/m] (THEORY §3)."""
+    Y, w, _ = _frequencies(Y, w)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(w @ (Y / Y.sum(-1, keepdims=True)))
+
+
+def _bce_bias(Y, w):
+    """σ(b₀) = p: `b₀ = logit(p)`, infinite where `p_k ∈ {0, 1}` (THEORY §3)."""
+    _, _, p = _frequencies(Y, w)
+    with np.errstate(divide="ignore"):
+        return np.log(p) - np.log1p(-p)
+
+
+def _mse_bias(Y, w):
+    return _frequencies(Y, w)[2]
+
+
+def _pal_collapse_gradients(Y, w):
+    """`g⁰ = (m/m̄) p − y` (THEORY §3)."""
+    Y = np.asarray(Y, dtype=np.float64)
+    _, _, p = _frequencies(Y, w)
+    return (Y.sum(-1) / p.sum())[:, None] * p[None, :] - Y
+
+
+def _pal_normalized_collapse_gradients(Y, w):
+    """`g⁰ = E[y/m] − y/m` (THEORY §3)."""
+    Y = np.asarray(Y, dtype=np.float64)
+    Yk, wk, _ = _frequencies(Y, w)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        Yn = Y / Y.sum(-1, keepdims=True)
+        return (wk @ (Yk / Yk.sum(-1, keepdims=True)))[None, :] - Yn
+
+
+def _centred_collapse_gradients(Y, w):
+    """`g⁰ = p − y` for mse and bce (THEORY §3)."""
+    Y = np.asarray(Y, dtype=np.float64)
+    return _frequencies(Y, w)[2][None, :] - Y
+
+
+def _numeric_collapse_bias(derivatives, iters: int = 100):
+    """`b₀ = argmin_b Σ_s π_s ℓ(b, y_s)` by damped Newton (for user-defined losses)."""
+
+    def collapse_bias(Y, w):
+        Y, w, _ = _frequencies(Y, w)
+        b = np.zeros(Y.shape[1])
+        for _ in range(iters):
+            Z = jnp.asarray(np.broadcast_to(b, Y.shape))
+            _, g, A = derivatives(Z, jnp.asarray(Y, Z.dtype))
+            gb = w @ np.asarray(g)
+            Hb = np.einsum("t,tkl->kl", w, np.asarray(A)) + 1e-12 * np.eye(b.size)
+            step = np.linalg.lstsq(Hb, gb, rcond=None)[0]
+            b = b - step
+            if np.linalg.norm(step) <= 1e-13 * (1 + np.linalg.norm(b)):
+                break
+        return b
+
+    return collapse_bias
+
+
+def _builtin(name, derivatives, ignored, bias, collapse_gradients, minimiser, domain=_always):
+    return Loss(name, derivatives, _diag_rank1_matvec, _diag_rank1_congruence, True, ignored,
+                bias, collapse_gradients, minimiser, domain)
+
+
+pal = _builtin("pal", _pal_derivatives, _ones_direction, _pal_bias, _pal_collapse_gradients,
+               _unused_class_error)
+"""Pick-all-label cross-entropy (Li et al. 2024): `m·LSE(z) − yᵀz`; invariant to `z + c1`."""
+
+pal_normalized = _builtin("pal_normalized", _pal_normalized_derivatives, _ones_direction,
+                          _pal_normalized_bias, _pal_normalized_collapse_gradients,
+                          _unused_class_error, _empty_set_error)
+"""Soft-target cross-entropy `LSE(z) − yᵀz/m`; undefined for the empty set (m = 0)."""
+
+bce = _builtin("bce", _bce_derivatives, _no_directions, _bce_bias, _centred_collapse_gradients,
+               _bce_minimiser_error)
+"""One-vs-all sigmoid loss `Σ_k softplus(z_k) − y_k z_k`."""
+
+mse = _builtin("mse", _mse_derivatives, _no_directions, _mse_bias, _centred_collapse_gradients,
+               _always)
+"""Squared error `½‖z − y‖²`."""
+
+LOSSES = {l.name: l for l in (pal, pal_normalized, bce, mse)}
+
+
+def get_loss(loss: Any) -> Loss:
+    """The `Loss` record for a name of `LOSSES` or a `Loss` itself."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str) and loss in LOSSES:
+        return LOSSES[loss]
+    raise InputError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)} "
+                     "or build one with Loss.from_function")
+
+
+def loss_name(loss: Any) -> str:
+    """The name of a loss given as a name or a record (for files and tables)."""
+    return get_loss(loss).name

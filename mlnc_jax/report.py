@@ -15,7 +15,7 @@ from .compare import Comparison, compare, relative_error
 from .geometry import GeometryStability, geometry_stability
 from .labels import LabelDistribution, singleton_imbalance
 from .metrics import NCMetrics, nc_metrics
-from .solvers import SolveResult, solve
+from .solve import SolveResult, solve
 from .spectra import LabelSpectrum, label_spectrum
 from .synthesis import synthesis_report
 from .ufm import UFMConfig

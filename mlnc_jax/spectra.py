@@ -38,6 +38,7 @@ import numpy as np
 from .certificate import collapse_threshold
 from .errors import InputError
 from .labels import LabelDistribution
+from .losses import LOSSES, get_loss
 
 __all__ = [
     "SpectrumArrays", "LabelSpectrum", "contrast_basis", "class_frequencies",
@@ -46,7 +47,7 @@ __all__ = [
     "spectrum_to_json", "format_spectrum_table", "THRESHOLD_LOSSES",
 ]
 
-THRESHOLD_LOSSES = ("pal", "pal_normalized", "bce", "mse")
+THRESHOLD_LOSSES = tuple(LOSSES)
 
 
 # -- array level (jit / vmap) ------------------------------------------------------------
@@ -239,13 +240,10 @@ def label_spectrum(dist: LabelDistribution) -> LabelSpectrum:
     a = spectrum_arrays(np.asarray(dist.label_sets, dtype=np.float64),
                         np.asarray(dist.weights, dtype=np.float64))
     ms = tuple(int(m) for m in np.flatnonzero(a.multiplicity_mass > 0))
-    has_empty = 0 in ms
     thresholds = {}
-    for loss in THRESHOLD_LOSSES:
-        if loss == "pal_normalized" and has_empty:
-            thresholds[loss] = None
-        else:
-            thresholds[loss] = float(collapse_threshold(dist, loss))
+    for loss in THRESHOLD_LOSSES:  # None where the loss is undefined on the support
+        undefined = get_loss(loss).domain_error(dist.label_sets, dist.weights)
+        thresholds[loss] = None if undefined else float(collapse_threshold(dist, loss))
     delta = {m: (None if not np.isfinite(a.isotropy_defect[m]) else float(a.isotropy_defect[m]))
              for m in ms}
     return LabelSpectrum(

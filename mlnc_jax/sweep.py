@@ -2,7 +2,7 @@
 
 A sweep is the grid distributions × losses × λ_W × λ_H × seeds. It is cut into chunks of at
 most `chunk_size` problems that share the loss, `K` and the λ's, and each chunk is solved in
-one batched program (`mlnc_jax.batch.solve_batch`). Each finished chunk is written to
+one batched program (`mlnc_jax.solve_batch`). Each finished chunk is written to
 `DIR/chunk-NNNNN.npz` plus `DIR/chunk-NNNNN.json` (metadata with the SHA-256 of the npz,
 written last, so it marks completion). On a rerun, chunks whose files exist and check out
 are skipped; a missing, partial or corrupt chunk is recomputed. An interrupt loses at most
@@ -207,35 +207,22 @@ def _chunk_done(out: Path, i: int, sweep_hash: str) -> bool:
 
 
 def _solve_chunk(dists, config, seeds, tol):
-    """One batched solve; falls back to one-by-one `solve` if the batch solver is absent."""
-    try:
-        from .batch import solve_batch
-    except ImportError:  # pragma: no cover
-        solve_batch = None
-    if solve_batch is not None:
-        r = solve_batch(dists, config, seeds=list(seeds), tol=tol, progress=False)
-        return {k: np.asarray(getattr(r, k)) for k in
-                ("W", "H", "b", "objective", "grad_norm", "certificate", "converged", "steps", "mask")}
-    from .solvers import solve  # pragma: no cover
-    T = max(d.num_sets for d in dists)
-    rows = []
-    for d, s in zip(dists, seeds):
-        r = solve(d, config, seed=int(s), tol=tol)
-        H = np.zeros((T, config.dim))
-        H[: d.num_sets] = np.asarray(r.H)
-        rows.append(dict(W=np.asarray(r.W), H=H, b=np.asarray(r.b), objective=float(r.objective),
-                         grad_norm=float(r.grad_norm), certificate=float(r.certificate),
-                         converged=bool(r.converged), steps=int(r.steps),
-                         mask=np.arange(T) < d.num_sets))
-    return {k: np.stack([np.asarray(row[k]) for row in rows]) for k in rows[0]}
+    """One batched solve of a chunk."""
+    from .solve import solve_batch
+
+    r = solve_batch(dists, config, seeds=list(seeds), tol=tol, progress=False, warn=False)
+    return {k: np.asarray(getattr(r, k)) for k in
+            ("W", "H", "b", "objective", "grad_norm", "residual", "certificate", "converged",
+             "certified", "status", "steps", "mask")}
 
 
 def run_sweep(config, out_dir, *, progress: bool = True) -> dict:
     """Run (or resume) a sweep into `out_dir`. Returns a summary dict."""
-    from .solvers import enable_x64
+    import jax
+
     from .ufm import UFMConfig
 
-    enable_x64()
+    jax.config.update("jax_enable_x64", True)  # a command-line run: results files are float64
     manifest = expand_sweep(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

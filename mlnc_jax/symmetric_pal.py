@@ -33,15 +33,16 @@ from typing import NamedTuple
 import numpy as np
 
 from .certificate import collapse_gradients
-from .closed_forms import ClosedForm
 from .errors import InputError
 from .labels import LabelDistribution
-from .ufm import UFMConfig, UFMParams
+from .losses import get_loss, pal, pal_normalized
+from .ufm import ClosedForm, UFMConfig, UFMParams
 
 __all__ = ["SymmetricPAL", "is_symmetric", "symmetric_pal", "symmetric_pal_closed_form",
            "symmetric_pal_scalar_objective", "symmetric_collapse_threshold"]
 
-_PAL_LOSSES = ("pal", "pal_normalized")
+# c_m of THEORY §5: the loss term per multiplicity (pal_normalized divides it by m)
+_MULTIPLICITY_SCALE = {pal: lambda m: np.ones_like(m), pal_normalized: lambda m: 1.0 / m}
 
 
 class SymmetricPAL(NamedTuple):
@@ -88,9 +89,13 @@ def is_symmetric(dist: LabelDistribution, tol: float = 1e-12) -> tuple[bool, str
     return True, "symmetric"
 
 
-def _coef(loss: str, m):
-    m = np.asarray(m, dtype=np.float64)
-    return np.ones_like(m) if loss == "pal" else 1.0 / m
+def _coef(loss, m):
+    """`c_m` of THEORY §5 for `pal` (1) or `pal_normalized` (1/m)."""
+    scale = _MULTIPLICITY_SCALE.get(get_loss(loss))
+    if scale is None:
+        raise InputError(f"the symmetric closed form is for 'pal' or 'pal_normalized', not "
+                         f"{get_loss(loss).name!r}")
+    return scale(np.asarray(m, dtype=np.float64))
 
 
 def symmetric_pal_scalar_objective(rho, alpha: dict, masses: dict, num_classes: int, loss: str,
@@ -104,7 +109,7 @@ def symmetric_pal_scalar_objective(rho, alpha: dict, masses: dict, num_classes: 
             continue
         a = float(alpha.get(m, 0.0))
         t = a * rho * K / (K - 1)
-        c = 1.0 if loss == "pal" else 1.0 / m
+        c = float(_coef(loss, m))
         # m·log(m + (K−m) e^{−t}) = m·(log m + softplus(log((K−m)/m) − t))
         if m < K:
             loss_m = m * (math.log(m) + np.logaddexp(0.0, math.log((K - m) / m) - t))
@@ -118,7 +123,7 @@ def symmetric_collapse_threshold(masses: dict, num_classes: int, loss: str) -> f
     """`Σ_m π(m) c_m² m(K−m)/(K(K−1))`: `W = 0` is optimal iff `λ_W λ_H ≥` this (THEORY §3
     specialised to §5; equals `certificate.collapse_threshold` on a symmetric distribution)."""
     K = num_classes
-    return float(sum(pm * (1.0 if loss == "pal" else 1.0 / m**2) * m * (K - m) / (K * (K - 1))
+    return float(sum(pm * float(_coef(loss, m)) ** 2 * m * (K - m) / (K * (K - 1))
                      for m, pm in masses.items() if 0 < m))
 
 
@@ -190,8 +195,7 @@ def symmetric_pal(dist: LabelDistribution, config: UFMConfig, *, tol: float = 1e
     with the empty set. The bias is `b = 0` (free, penalised or absent alike).
     """
     config = config.validate()
-    if config.loss not in _PAL_LOSSES:
-        raise InputError(f"the symmetric closed form is for 'pal' or 'pal_normalized', not {config.loss!r}")
+    _coef(config.loss, 1)  # refuses other losses
     K = dist.num_classes
     if K < 2:
         raise InputError("the symmetric PAL closed form needs K >= 2 classes")
@@ -203,8 +207,9 @@ def symmetric_pal(dist: LabelDistribution, config: UFMConfig, *, tol: float = 1e
     Yall = np.asarray(dist.label_sets, dtype=np.float64)
     wall = np.asarray(dist.weights, dtype=np.float64)
     mrow = Yall.sum(1).round().astype(int)
-    if config.loss == "pal_normalized" and np.any((mrow == 0) & (wall > 0)):
-        raise InputError("pal_normalized is undefined for the empty label set (m = 0)")
+    undefined = config.loss_record.domain_error(Yall, wall)
+    if undefined:
+        raise InputError(undefined)
     masses = {int(m): float(wall[(mrow == m) & (wall > 0)].sum())
               for m in np.unique(mrow[wall > 0])}
     lw, lh = config.lambda_w, config.lambda_h

@@ -14,25 +14,28 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import NamedTuple
+import sys
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .errors import InputError
-from .losses import LOSSES, get_loss
+from .losses import Loss, get_loss, loss_name
 
 __all__ = ["UFMConfig", "UFMParams", "objective", "per_sample_objective", "logits",
-           "loss_gradients", "init_params"]
+           "loss_terms", "loss_gradients", "padding_safe_labels", "init_params", "ClosedForm"]
 
 
 class UFMConfig(NamedTuple):
     """Static options of a UFM problem (hashable, usable as a jit static argument).
 
+    `loss` is a name of `LOSSES` or a `Loss` record (`Loss.from_function` for your own).
     `bias=False` fixes `b = 0`; with `bias=True` and `lambda_b = 0` the bias is free.
     """
 
-    loss: str
+    loss: Any
     dim: int
     lambda_w: float
     lambda_h: float
@@ -40,8 +43,7 @@ class UFMConfig(NamedTuple):
     bias: bool = True
 
     def validate(self) -> "UFMConfig":
-        if self.loss not in LOSSES:
-            raise InputError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        get_loss(self.loss)
         if not isinstance(self.dim, numbers.Integral) or isinstance(self.dim, bool) or self.dim < 1:
             raise InputError(f"dim must be an integer >= 1, got {self.dim!r}")
         for name in ("lambda_w", "lambda_h", "lambda_b"):
@@ -50,8 +52,26 @@ class UFMConfig(NamedTuple):
                 raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
         if self.lambda_w == 0 or self.lambda_h == 0:
             raise InputError("lambda_w and lambda_h must be > 0 (without them the UFM has no minimiser)")
+        tau2 = float(self.lambda_w) * float(self.lambda_h)
+        if not (sys.float_info.min <= tau2 < math.inf):
+            raise InputError(f"lambda_w * lambda_h = {tau2:g} is not a normal float64 "
+                             "(the certificate divides by sqrt(lambda_w * lambda_h))")
         return self._replace(dim=int(self.dim), lambda_w=float(self.lambda_w), lambda_h=float(self.lambda_h),
                              lambda_b=float(self.lambda_b), bias=bool(self.bias))
+
+    @property
+    def loss_record(self) -> Loss:
+        """The `Loss` record of `loss`."""
+        return get_loss(self.loss)
+
+    @property
+    def free_bias(self) -> bool:
+        """A bias without weight decay: THEORY §2b decides whether a minimiser exists."""
+        return bool(self.bias) and self.lambda_b == 0
+
+    def as_dict(self) -> dict:
+        """JSON-ready: the loss by name."""
+        return {**self._asdict(), "loss": loss_name(self.loss)}
 
     @property
     def tau(self) -> float:
@@ -73,21 +93,25 @@ def logits(params: UFMParams, config: UFMConfig):
     return z + params.b if config.bias else z
 
 
-def padding_safe_labels(label_sets, weights, config: UFMConfig):
-    """Label sets with zero-weight padding rows made harmless: padding rows are empty sets,
-    where `pal_normalized` (a division by `m`) is NaN; they get all labels instead. Their
-    weight is 0, so they never count."""
-    if config.loss != "pal_normalized":
-        return label_sets
-    return jnp.where((weights > 0)[:, None], label_sets, 1.0)
+def padding_safe_labels(label_sets, weights):
+    """Label sets with zero-weight padding rows made harmless: padding rows (empty sets,
+    where e.g. `pal_normalized` divides by `m = 0`) get all labels. Their weight is 0, so
+    they never count."""
+    return jnp.where((jnp.asarray(weights) > 0)[:, None], label_sets, 1.0)
+
+
+def loss_terms(params: UFMParams, label_sets, weights, config: UFMConfig):
+    """`(ℓ_s, g_s = ∇_z ℓ(W h_s + b, y_s))` for every row, padding rows zeroed."""
+    z = logits(params, config)
+    l, g, _ = config.loss_record.derivatives(z, padding_safe_labels(label_sets, weights))
+    keep = jnp.asarray(weights) > 0
+    return jnp.where(keep, l, 0.0), jnp.where(keep[:, None], g, 0.0)
 
 
 def objective(params: UFMParams, label_sets, weights, config: UFMConfig):
     """Reduced UFM objective `F(W, H, b)` of THEORY §2 (padding rows with π = 0 drop out)."""
-    loss = jax.vmap(get_loss(config.loss))
-    z = logits(params, config)
-    safe_y = padding_safe_labels(label_sets, weights, config)
-    data = jnp.sum(weights * jnp.where(weights > 0, loss(z, safe_y), 0.0))
+    l, _ = loss_terms(params, label_sets, weights, config)
+    data = jnp.sum(weights * l)
     reg = 0.5 * config.lambda_w * jnp.sum(params.W**2)
     reg += 0.5 * config.lambda_h * jnp.sum(weights * jnp.sum(params.H**2, axis=-1))
     if config.bias:
@@ -101,9 +125,9 @@ def per_sample_objective(params: UFMParams, labels, config: UFMConfig):
     return objective(params, labels, jnp.full((n,), 1.0 / n, dtype=params.W.dtype), config)
 
 
-def loss_gradients(params: UFMParams, label_sets, config: UFMConfig):
+def loss_gradients(params: UFMParams, label_sets, weights, config: UFMConfig):
     """`g_s = ∇_z ℓ(W h_s + b, y_s)`, `[T, K]` (used by the certificate of §3)."""
-    return jax.vmap(jax.grad(get_loss(config.loss)))(logits(params, config), label_sets)
+    return loss_terms(params, label_sets, weights, config)[1]
 
 
 def init_params(key, num_classes: int, num_sets: int, config: UFMConfig, scale: float = 0.1,
@@ -115,3 +139,23 @@ def init_params(key, num_classes: int, num_sets: int, config: UFMConfig, scale: 
     W = s * jax.random.normal(kw, (num_classes, config.dim), dtype)
     H = s * jax.random.normal(kh, (num_sets, config.dim), dtype)
     return UFMParams(W, H, jnp.zeros((num_classes,), dtype))
+
+
+class ClosedForm(NamedTuple):
+    """Closed-form solution: rotation-invariant quantities plus one factor realisation.
+
+    `gram_H` is the unweighted prototype Gram `H Hᵀ` (`[T, T]`, rows in the
+    distribution's order); `logits` are `z_s = W h_s + b` (`[T, K]`); `rank` is the
+    number of active directions; `params` realises `(W [K, d], H [T, d], b)`.
+    `eigenvalues`/`eigenvectors` are those of `Σ` (ascending).
+    """
+
+    gram_W: np.ndarray
+    gram_H: np.ndarray
+    logits: np.ndarray
+    b: np.ndarray
+    objective: float
+    rank: int
+    params: UFMParams
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray

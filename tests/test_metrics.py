@@ -10,12 +10,12 @@ import pytest
 from mlnc_jax.labels import LabelDistribution, balanced, sample_labels, singleton_imbalance
 from mlnc_jax.metrics import (nc1, nc2_classifier, nc2_features, nc3, nc_metrics,
                               singleton_means, tagwise_angles, weighted_mean)
-from mlnc_jax.solvers import enable_x64
+
 from mlnc_jax.spectra import contrast_basis
 from mlnc_jax.symmetric_pal import symmetric_pal
 from mlnc_jax.ufm import UFMConfig
 
-enable_x64()
+jax.config.update("jax_enable_x64", True)
 
 
 def _random_rotation(d, seed):

@@ -1,4 +1,4 @@
-"""Solvers: per-sample UFM and NC1 (THEORY §2), gradient flow, input validation."""
+"""Solves: per-sample UFM and NC1 (THEORY §2), gradient flows, input validation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from mlnc_jax import labels as L
-from mlnc_jax import solvers
+from mlnc_jax import flow
+from mlnc_jax.solve import solve
 from mlnc_jax.closed_forms import closed_form
 from mlnc_jax.errors import InputError, SolverDivergedError
 from mlnc_jax.labels import LabelDistribution
@@ -95,23 +96,19 @@ def _init(dist, cfg, seed=0):
 
 
 def test_too_large_step_raises_diverged_naming_the_step():
-    solvers.enable_x64()
     dist = dist6().padded(K6_ROWS)
     cfg = UFMConfig("mse", DIM, LW, LH).validate()
     with pytest.raises(SolverDivergedError, match=r"step size.*\b100(\.0)?\b"):
-        solvers.gradient_flow(_init(dist, cfg), dist, cfg, step_size=100.0)
-    with pytest.raises(SolverDivergedError, match=r"step size.*\b250(\.0)?\b"):
-        solvers.solve(dist, cfg, step_size=250.0)
+        flow.gradient_flow(_init(dist, cfg), dist, cfg, step_size=100.0)
     assert issubclass(SolverDivergedError, FloatingPointError)
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
 def test_non_positive_step_is_input_error(bad):
-    solvers.enable_x64()
     dist = dist6().padded(K6_ROWS)
     cfg = UFMConfig("mse", DIM, LW, LH).validate()
     with pytest.raises(InputError, match="step size"):
-        solvers.gradient_flow(_init(dist, cfg), dist, cfg, step_size=bad)
+        flow.gradient_flow(_init(dist, cfg), dist, cfg, step_size=bad)
 
 
 FLOW_PROBLEMS = {
@@ -127,11 +124,10 @@ FLOW_PROBLEMS = {
 
 @pytest.mark.parametrize("loss", sorted(FLOW_PROBLEMS))
 def test_flow_objective_non_increasing_with_default_step(loss):
-    solvers.enable_x64()
     make, dim, lw, lh = FLOW_PROBLEMS[loss]
     dist = make()
     cfg = UFMConfig(loss, dim, lw, lh).validate()
-    params, trace, eta = solvers.gradient_flow(_init(dist, cfg), dist, cfg, num_steps=2000)
+    params, trace, eta = flow.gradient_flow(_init(dist, cfg), dist, cfg, num_steps=2000)
     assert eta > 0 and math.isfinite(eta)
     obj = np.asarray(trace.objective)
     steps = np.asarray(trace.step)
@@ -149,12 +145,11 @@ def test_flow_objective_non_increasing_with_default_step(loss):
 
 def test_flow_trace_against_reference():
     """Gram errors are recorded against the reference; the MSE flow heads to it."""
-    solvers.enable_x64()
     dist = dist6().padded(K6_ROWS)
     cfg = UFMConfig("mse", DIM, LW, LH).validate()
     cf = closed_form(dist, cfg)
     p0 = _init(dist, cfg, seed=3)
-    params, trace, _ = solvers.gradient_flow(p0, dist, cfg, reference=cf)
+    params, trace, _ = flow.gradient_flow(p0, dist, cfg, reference=cf)
     W0 = np.asarray(p0.W)
     assert float(trace.gram_w_error[0]) == pytest.approx(rel_fro(W0 @ W0.T, cf.gram_W), rel=1e-10)
     W = np.asarray(params.W)
@@ -167,14 +162,13 @@ def test_flow_trace_against_reference():
 
 
 def test_flow_gram_h_error_converges_on_padded_distribution():
-    solvers.enable_x64()
     dist = dist6().padded(K6_ROWS)
     cfg = UFMConfig("mse", DIM, LW, LH).validate()
     cf = closed_form(dist, cfg)
     p0 = _init(dist, cfg, seed=3)
-    _, trace, _ = solvers.gradient_flow(p0, dist, cfg, reference=cf)
-    pr, _ = solvers.lbfgs(p0, dist, cfg)  # converged: the flow restarted at the optimum
-    _, trace, _ = solvers.gradient_flow(pr, dist, cfg, reference=cf)
+    _, trace, _ = flow.gradient_flow(p0, dist, cfg, reference=cf)
+    r = solve(dist, cfg)  # certified: the flow restarted at the optimum
+    _, trace, _ = flow.gradient_flow(UFMParams(r.W, r.H, r.b), dist, cfg, reference=cf)
     assert float(trace.gram_w_error[-1]) <= 1e-7
     assert float(trace.gram_h_error[-1]) <= 1e-7
 
@@ -187,12 +181,12 @@ def test_solve_result_fields(solve_cached):
     assert res.W.dtype == jnp.float64
     assert res.W.shape == (6, DIM) and res.H.shape == (K6_ROWS, DIM) and res.b.shape == (6,)
     assert int(res.steps) > 0 and res.seconds > 0
-    assert res.flow_trace is not None
+    assert bool(res.certified) and res.status == "certified" and res.reason == ""
     params = UFMParams(res.W, res.H, res.b)
     assert float(objective(params, jnp.asarray(dist.label_sets), jnp.asarray(dist.weights),
                            cfg.validate())) == pytest.approx(float(res.objective), abs=1e-14)
     # another seed reaches the same invariants (MSE optimum is unique up to rotation)
-    res2 = solvers.solve(dist, cfg, seed=1)
+    res2 = solve(dist, cfg, seed=1)
     W1, W2 = np.asarray(res.W), np.asarray(res2.W)
     assert rel_fro(W2 @ W2.T, W1 @ W1.T) <= 1e-7
     assert abs(float(res2.objective) - float(res.objective)) <= 1e-10
@@ -216,15 +210,15 @@ def test_solve_result_fields(solve_cached):
 )
 def test_solve_rejects_bad_config(cfg, pattern):
     with pytest.raises(InputError, match=pattern):
-        solvers.solve(L.balanced(3, {1: 1.0}), cfg)
+        solve(L.balanced(3, {1: 1.0}), cfg)
 
 
 def test_solve_rejects_empty_set_with_pal_normalized():
     dist = LabelDistribution.from_sets([[], [0], [1, 2]], [1, 2, 3], 3)
     with pytest.raises(InputError, match="pal_normalized.*empty"):
-        solvers.solve(dist, UFMConfig("pal_normalized", 3, 1e-2, 1e-2))
+        solve(dist, UFMConfig("pal_normalized", 3, 1e-2, 1e-2))
 
 
 def test_solve_rejects_bad_tol():
     with pytest.raises(InputError, match="tol"):
-        solvers.solve(L.balanced(3, {1: 1.0}), UFMConfig("mse", 3, 1e-2, 1e-2), tol=0.0)
+        solve(L.balanced(3, {1: 1.0}), UFMConfig("mse", 3, 1e-2, 1e-2), tol=0.0)

@@ -12,12 +12,12 @@ import pytest
 from mlnc_jax.certificate import collapse_threshold
 from mlnc_jax.errors import InputError
 from mlnc_jax.labels import LabelDistribution, balanced, random_correlated, singleton_imbalance
-from mlnc_jax.solvers import enable_x64, solve
+from mlnc_jax import solve
 from mlnc_jax.spectra import (contrast_basis, format_spectrum_table, label_spectrum,
                               spectrum_arrays, spectrum_to_json)
 from mlnc_jax.ufm import UFMConfig
 
-enable_x64()
+jax.config.update("jax_enable_x64", True)
 
 # every solve uses the suite's shared padded shape (K = 6, T = 27 rows, d = 8; conftest):
 # one compiled solver per loss for the whole test-suite

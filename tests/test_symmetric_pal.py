@@ -1,5 +1,6 @@
 """Symmetric PAL / PAL-N closed form (THEORY §5) against the solver."""
 
+import jax
 import itertools
 import math
 
@@ -10,12 +11,12 @@ from mlnc_jax.certificate import collapse_threshold
 from mlnc_jax.closed_forms import ClosedForm, closed_form
 from mlnc_jax.errors import InputError
 from mlnc_jax.labels import LabelDistribution, balanced, singleton_imbalance
-from mlnc_jax.solvers import enable_x64, solve
+from mlnc_jax import solve
 from mlnc_jax.symmetric_pal import (is_symmetric, symmetric_collapse_threshold, symmetric_pal,
                                     symmetric_pal_closed_form, symmetric_pal_scalar_objective)
 from mlnc_jax.ufm import UFMConfig
 
-enable_x64()
+jax.config.update("jax_enable_x64", True)
 
 # the suite's shared padded shape (K = 6, T = 27 rows, d = 8; conftest): one JIT per loss
 K6, K6_ROWS, DIM = 6, 27, 8

@@ -1,5 +1,6 @@
 """Synthesis rules (THEORY §4, §6) and geometry stability."""
 
+import jax
 import math
 
 import numpy as np
@@ -9,13 +10,13 @@ from mlnc_jax.closed_forms import mse_closed_form
 from mlnc_jax.geometry import (centred_singular_values, contrast_separation, geometry_stability,
                                min_pair_separation)
 from mlnc_jax.labels import LabelDistribution, balanced, random_correlated, singleton_imbalance
-from mlnc_jax.solvers import enable_x64, solve
+from mlnc_jax import solve
 from mlnc_jax.spectra import contrast_basis, label_spectrum
 from mlnc_jax.symmetric_pal import symmetric_pal
 from mlnc_jax.synthesis import format_synthesis_summary, synthesis_report
 from mlnc_jax.ufm import UFMConfig
 
-enable_x64()
+jax.config.update("jax_enable_x64", True)
 
 # the suite's shared padded shape (K = 6, T = 27 rows, d = 8; conftest): one JIT per loss
 K5 = 5

@@ -1,0 +1,239 @@
+"""Running the Newton core on many problems: shape buckets, slots, devices, the host loop.
+
+* **Shape buckets.** A problem's `T` rows are padded with zero-weight rows to the next size
+  of the form `2^k · {1, 1.25, 1.5, 1.75}` (at least 8), so figures and sweeps over many
+  supports compile a handful of programs, not one per `T`.
+* **Slots.** Problems of one bucket run in a fixed number of vmapped slots (a power of two,
+  a multiple of the device count). A chunk of Newton steps runs on every slot; a slot whose
+  problem is done (or out of steps) is harvested and refilled with the next problem, so a
+  slow problem never holds a finished one's slot idle and every group size compiles once.
+* **Devices.** With several devices the slot axis is sharded over them (a 1-d `Mesh` named
+  ``"batch"``, `NamedSharding(mesh, P("batch"))`); multi-process runs place inputs with
+  `jax.make_array_from_callback` and gather with `process_allgather`.
+* **Time.** Each chunk's wall time is shared among the slots that were live in it, so the
+  per-problem `seconds` add up to the time spent computing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .losses import Loss
+from .newton import Problem, init_state, newton_step, summarize
+
+__all__ = ["bucket_rows", "Placer", "ProblemData", "Outcome", "run_problems", "TRACE_COUNT"]
+
+TRACE_COUNT = {"init": 0, "advance": 0, "summary": 0, "refill": 0}  # one per compilation
+
+
+def bucket_rows(T: int, minimum: int = 8) -> int:
+    """The padded row count for `T` label sets: `2^k · {1, 1.25, 1.5, 1.75}`, at least 8."""
+    if T <= minimum:
+        return minimum
+    e = 2 ** int(math.floor(math.log2(T)))
+    for m in (1.0, 1.25, 1.5, 1.75, 2.0):
+        if e * m >= T:
+            return int(e * m)
+    return 2 * e  # pragma: no cover
+
+
+def _pow2ceil(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+class Placer:
+    """Puts host arrays on the devices (sharded over the leading axis) and fetches them."""
+
+    def __init__(self, devices: Sequence):
+        self.devices = list(devices)
+        self.n = len(self.devices)
+        self.multi_process = jax.process_count() > 1
+        if self.n > 1:
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+            self.sharding = NamedSharding(Mesh(np.asarray(self.devices), ("batch",)),
+                                          PartitionSpec("batch"))
+
+    def put(self, tree):
+        def one(x):
+            x = np.asarray(x)
+            if self.n == 1:
+                return jax.device_put(x, self.devices[0])
+            if self.multi_process:
+                return jax.make_array_from_callback(x.shape, self.sharding, lambda idx: x[idx])
+            return jax.device_put(x, self.sharding)
+
+        return jax.tree_util.tree_map(one, tree)
+
+    def get(self, tree):
+        if self.multi_process:
+            from jax.experimental import multihost_utils
+
+            return jax.tree_util.tree_map(
+                np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+        return jax.tree_util.tree_map(np.asarray, tree)
+
+
+class ProblemData(NamedTuple):
+    """One problem on the host: `Y [T, K]`, `w [T]`, `lam [3]`, start `W, H, b`."""
+
+    Y: np.ndarray
+    w: np.ndarray
+    lam: np.ndarray
+    W0: np.ndarray
+    H0: np.ndarray
+    b0: np.ndarray
+
+
+class Outcome(NamedTuple):
+    """One problem's end state (numpy, rows unpadded) and its share of the wall time."""
+
+    W: np.ndarray
+    H: np.ndarray
+    b: np.ndarray
+    objective: float
+    grad_norm: float
+    residual: float
+    certificate: float
+    gram_eigenvalues: np.ndarray
+    steps: int
+    done: bool
+    stalled: bool
+    finite: bool
+    seconds: float
+
+
+# -- compiled programs over the slot axis -------------------------------------------------------
+
+
+@partial(jax.jit, static_argnames=("loss", "bias"))
+def _init_slots(W, U, b, prob, tol, theta0, loss: Loss, bias: bool):
+    TRACE_COUNT["init"] += 1
+    return jax.vmap(lambda W, U, b, p: init_state(W, U, b, p, tol, theta0, loss, bias))(W, U, b, prob)
+
+
+@partial(jax.jit, static_argnames=("loss", "bias", "max_cg"), donate_argnums=(0,))
+def _advance(state, prob, tol, max_steps, num_steps, loss: Loss, bias: bool, max_cg: int):
+    """Up to `num_steps` Newton steps on every slot; returns early once no slot is live."""
+    TRACE_COUNT["advance"] += 1
+    step = jax.vmap(lambda st, p: newton_step(st, p, tol, max_steps, loss, bias, max_cg))
+    body = lambda c: (c[0] + 1, step(c[1], prob))
+    over = lambda st: st.done | st.stalled | (st.steps >= max_steps)
+    cond = lambda c: (c[0] < num_steps) & ~jnp.all(over(c[1]))
+    return jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), state))[1]
+
+
+@partial(jax.jit, donate_argnums=(0,))
+def _refill(state, fresh, replace):
+    TRACE_COUNT["refill"] += 1
+    pick = lambda a, b: jnp.where(replace.reshape(replace.shape + (1,) * (a.ndim - 1)), b, a)
+    return jax.tree_util.tree_map(pick, state, fresh)
+
+
+@partial(jax.jit, static_argnames=("loss", "bias"))
+def _summaries(W, U, b, prob, loss: Loss, bias: bool):
+    TRACE_COUNT["summary"] += 1
+    return jax.vmap(lambda W, U, b, p: summarize(W, U, b, p, loss, bias))(W, U, b, prob)
+
+
+# -- the host loop ----------------------------------------------------------------------------------
+
+
+def _slot_arrays(problems, order, T_pad):
+    """Stack problems `order` (row-padded to `T_pad`) into `Problem` and `(W, U, b)`."""
+    n = len(order)
+    K, d = problems[order[0]].W0.shape
+    Y = np.zeros((n, T_pad, K))
+    w = np.zeros((n, T_pad))
+    U = np.zeros((n, T_pad, d))
+    W = np.zeros((n, K, d))
+    b = np.zeros((n, K))
+    lam = np.zeros((n, 3))
+    for j, i in enumerate(order):
+        p = problems[i]
+        T = p.w.shape[0]
+        Y[j, :T], w[j, :T], lam[j] = p.Y, p.w, p.lam
+        U[j, :T] = p.H0 * np.sqrt(p.w)[:, None]
+        W[j], b[j] = p.W0, p.b0
+    return Problem(Y, w, lam), (W, U, b)
+
+
+def run_problems(problems: Sequence[ProblemData], loss: Loss, bias: bool, *, tol: float,
+                 max_steps: int, chunk_steps: int, max_cg: int, slots: int, placer: Placer,
+                 theta0: float = 1.0,
+                 on_progress: Optional[Callable[[int, float], None]] = None) -> list[Outcome]:
+    """Solve every problem with the Newton core; returns one `Outcome` per problem, in order.
+
+    `slots` (a multiple of the device count) caps the vmapped width per bucket;
+    `on_progress(finished, worst_live_residual)` is called after every chunk.
+    """
+    out: list[Optional[Outcome]] = [None] * len(problems)
+    buckets: dict[int, list[int]] = {}
+    for i, p in enumerate(problems):
+        buckets.setdefault(bucket_rows(p.w.shape[0]), []).append(i)
+    finished = 0
+    for T_pad, members in sorted(buckets.items()):
+        n_slots = min(slots, _pow2ceil(len(members)))
+        n_slots = -(-n_slots // placer.n) * placer.n
+        finished = _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps,
+                               chunk_steps, max_cg, placer, theta0, out, finished, on_progress)
+    return out
+
+
+def _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps, chunk_steps,
+                max_cg, placer, theta0, out, finished, on_progress):
+    queue = list(members)
+    slot_of = [queue.pop(0) if queue else -1 for _ in range(n_slots)]
+    fill = [i if i >= 0 else members[-1] for i in slot_of]  # idle slots repeat a problem
+    prob_h, (W, U, b) = _slot_arrays(problems, fill, T_pad)
+    prob = placer.put(prob_h)
+    tol_a, ms_a = jnp.asarray(tol), jnp.asarray(max_steps, jnp.int32)
+    st = _init_slots(*placer.put((W, U, b)), prob, tol_a, theta0, loss, bias)
+    spent = np.zeros(n_slots)
+    while True:
+        done, stalled, steps, res = placer.get((st.done, st.stalled, st.steps, st.residual))
+        over = done | stalled | (steps >= max_steps)
+        live = np.array([i >= 0 for i in slot_of]) & ~over
+        if on_progress is not None:
+            on_progress(finished, float(np.max(res[live])) if live.any() else 0.0)
+        harvest = [j for j, i in enumerate(slot_of) if i >= 0 and over[j]]
+        if harvest:
+            sm = placer.get(_summaries(st.W, st.U, st.b, prob, loss, bias))
+            Wh, bh = placer.get((st.W, st.b))
+            for j in harvest:
+                i = slot_of[j]
+                T = problems[i].w.shape[0]
+                out[i] = Outcome(Wh[j], sm.H[j, :T], bh[j], float(sm.objective[j]),
+                                 float(sm.grad_norm[j]), float(sm.residual[j]),
+                                 float(sm.certificate[j]), sm.gram_eigenvalues[j], int(steps[j]),
+                                 bool(done[j]), bool(stalled[j]), bool(sm.finite[j]), spent[j])
+                slot_of[j] = queue.pop(0) if queue else -1
+                spent[j] = 0.0
+                finished += 1
+            refill = [j for j in harvest if slot_of[j] >= 0]
+            if refill:
+                new_prob, (W, U, b) = _slot_arrays(problems, [slot_of[j] if j in refill else
+                                                              members[-1] for j in range(n_slots)], T_pad)
+                mask = np.zeros(n_slots, bool)
+                mask[refill] = True
+                for name in ("Y", "w", "lam"):
+                    getattr(prob_h, name)[mask] = getattr(new_prob, name)[mask]
+                prob = placer.put(prob_h)
+                fresh = _init_slots(*placer.put((W, U, b)), prob, tol_a, theta0, loss, bias)
+                st = _refill(st, fresh, placer.put(mask))
+            if on_progress is not None:
+                on_progress(finished, float(np.max(res[live])) if live.any() else 0.0)
+        if all(i < 0 for i in slot_of):
+            return finished
+        active = np.array([i >= 0 for i in slot_of])
+        t0 = time.perf_counter()
+        st = _advance(st, prob, tol_a, ms_a, jnp.asarray(chunk_steps, jnp.int32), loss, bias, max_cg)
+        jax.block_until_ready(st.done)
+        spent[active] += (time.perf_counter() - t0) / max(int(active.sum()), 1)
