@@ -5,7 +5,7 @@ Problem set (the issue's): `random_correlated(10, seed, max_multiplicity=2)` for
 λ_W = λ_H = 5e-3, loss `pal`, float64, every problem to ‖∇F‖ ≤ 1e-8.
 
 Baseline (run in the same process, on the first `--baseline` problems): the package's
-`mlnc_jax.solvers.lbfgs` — an optax L-BFGS (zoom line search) `while_loop`, jit-compiled
+`bench/lbfgs_baseline.py` — an optax L-BFGS (zoom line search) `while_loop`, jit-compiled
 once — from `init_params(PRNGKey(seed), …, 0.1)`, one problem after the other.
 
 Usage:
@@ -39,10 +39,10 @@ def run_one(args) -> dict:
     import numpy as np
 
     import mlnc_jax as mj
-    from mlnc_jax.batch import solve_batch
-    from mlnc_jax.solvers import enable_x64, lbfgs
+    from lbfgs_baseline import lbfgs
+    from mlnc_jax import solve_batch
 
-    enable_x64()
+    jax.config.update("jax_enable_x64", True)
     cfg = mj.UFMConfig(args.loss, args.dim, args.lam, args.lam)
     dists = [mj.random_correlated(10, s, max_multiplicity=2) for s in range(args.num)]
     rows = []

@@ -156,6 +156,9 @@ def _cmd_solve(args):
     out = _check_out(args.out)
     dist = load_labels(args.labels)
     config = _config(args)
+    for flag, v in (("--tol", args.tol), ("--cert-tol", args.cert_tol)):
+        if not 0 < v < 1:
+            raise InputError(f"{flag} must be a number in (0, 1), got {v}")
     t0 = time.perf_counter()
     res = solve(dist, config, seed=args.seed, tol=args.tol, cert_tol=args.cert_tol,
                 max_steps=args.max_steps, warn=False)

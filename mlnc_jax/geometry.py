@@ -39,7 +39,7 @@ import jax
 import numpy as np
 
 from .labels import LabelDistribution
-from .spectra import _multiplicity_onehot, _xp, contrast_spectrum, spectrum_arrays
+from .spectra import multiplicity_onehot, array_module, contrast_spectrum, spectrum_arrays
 
 __all__ = ["ContrastSeparation", "GeometryStability", "contrast_separation",
            "centred_singular_values", "min_pair_separation", "geometry_stability"]
@@ -57,11 +57,11 @@ class ContrastSeparation(NamedTuple):
 
 def contrast_separation(logits, label_sets, weights) -> ContrastSeparation:
     """Contrast separation `σ_m`, `σ` of the logits `z [T, K]` (module docstring)."""
-    xp = _xp(logits, label_sets, weights)
+    xp = array_module(logits, label_sets, weights)
     z = xp.asarray(logits)
     label_sets = xp.asarray(label_sets, dtype=z.dtype)
     weights = xp.asarray(weights, dtype=z.dtype)
-    E = _multiplicity_onehot(label_sets, weights)
+    E = multiplicity_onehot(label_sets, weights)
     wm = E * weights[:, None]
     mass = xp.sum(wm, 0)
     inv = xp.where(mass > 0, 1.0 / xp.where(mass > 0, mass, 1.0), 0.0)
@@ -80,7 +80,7 @@ def centred_singular_values(H, weights, *, weighted: bool = False, rtol: float =
     `H_c = [h_s − h̄]_s`, `h̄ = Σ_s π_s h_s`; rows scaled by `√π_s` when `weighted`.
     Padding rows (π_s = 0) are zeroed. Smallest non-zero: smallest `s_i > rtol · s_max`
     (NaN when all vanish)."""
-    xp = _xp(H, weights)
+    xp = array_module(H, weights)
     H = xp.asarray(H)
     weights = xp.asarray(weights, dtype=H.dtype)
     hbar = weights @ H
@@ -95,7 +95,7 @@ def centred_singular_values(H, weights, *, weighted: bool = False, rtol: float =
 
 def min_pair_separation(H, weights):
     """`min_{s≠t, π_s, π_t > 0} ‖h_s − h_t‖` (inf with fewer than two sets)."""
-    xp = _xp(H, weights)
+    xp = array_module(H, weights)
     H = xp.asarray(H)
     weights = xp.asarray(weights, dtype=H.dtype)
     D = xp.sqrt(xp.maximum(xp.sum((H[:, None, :] - H[None, :, :]) ** 2, -1), 0.0))

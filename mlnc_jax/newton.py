@@ -55,8 +55,10 @@ class State(NamedTuple):
     curv: Any            # ∇²ℓ(z_s) in the loss record's structured form
     theta: jax.Array     # damping μ = θ‖∇F‖
     done: jax.Array
-    stalled: jax.Array   # the damping blew up without convergence
+    stalled: jax.Array   # no progress possible: the damping blew up, or round-off stops it
     steps: jax.Array     # Newton steps taken
+    best: jax.Array      # smallest residual so far
+    stale: jax.Array     # consecutive steps without progress
 
 
 class Summary(NamedTuple):
@@ -127,7 +129,10 @@ def init_state(W, U, b, prob: Problem, tol, theta0, loss: Loss, bias: bool) -> S
     res = block_residual(W, U, b, gW, gU, gb, G, prob, bias)
     return State(W, U, b, f, gW, gU, gb, jnp.sqrt(_sqnorm(gW, gU, gb)), res, G, curv,
                  jnp.asarray(theta0, f.dtype), res <= tol, jnp.asarray(False),
-                 jnp.asarray(0, jnp.int32))
+                 jnp.asarray(0, jnp.int32), res, jnp.asarray(0, jnp.int32))
+
+
+_STALE_STEPS = 30  # steps without a 10 % better residual or a real decrease of F
 
 
 # -- per-row Cholesky of the prototype blocks -------------------------------------------------
@@ -293,12 +298,16 @@ def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool
     theta = jnp.clip(theta, 1e-6, 1e12)
     sel = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(acc, a, b), new, old)
     residual = sel(res1, st.residual)
+    # progress: a better residual, or a decrease of F above its round-off
+    progress = acc & ((res1 < 0.9 * st.best) | (ared > 1e3 * small))
+    stale = jnp.where(progress, 0, st.stale + live.astype(st.stale.dtype))
     return State(sel(W1, st.W), sel(U1, st.U), sel(b1, st.b), sel(f1, st.f), sel(gW1, st.gW),
                  sel(gU1, st.gU), sel(gb1, st.gb),
                  sel(jnp.sqrt(_sqnorm(gW1, gU1, gb1)), st.gnorm), residual, sel(G1, st.G),
                  sel(curv1, st.curv), jnp.where(live, theta, st.theta),
-                 st.done | (residual <= tol), st.stalled | (live & (theta >= 1e12)),
-                 st.steps + live.astype(st.steps.dtype))
+                 st.done | (residual <= tol),
+                 st.stalled | (live & ((theta >= 1e12) | (stale >= _STALE_STEPS))),
+                 st.steps + live.astype(st.steps.dtype), jnp.minimum(st.best, residual), stale)
 
 
 def summarize(W, U, b, prob: Problem, loss: Loss, bias: bool) -> Summary:

@@ -284,6 +284,14 @@ def _mse_start(Y, w, K, config: UFMConfig, lam):
     return np.asarray(cf.params.W), np.asarray(cf.params.H), b
 
 
+def _zero_start(Y, w, K, config: UFMConfig, lam):
+    return 0.0, 0.0, np.zeros(K)
+
+
+# the named starting points, added to the seeded random start
+_STARTS = {"random": _zero_start, "mse": _mse_start}
+
+
 def _user_start(init, i, B, K, T_full, back, d):
     """Problem `i`'s rows of a user-given start (cast to float64), reduced like the labels."""
     W0, H0, b0 = init[i] if isinstance(init, (list, tuple)) and len(init) == B and not \
@@ -308,9 +316,8 @@ def _problems(req: Request, init, init_scale):
         Y, w, back = _reduce_rows(dist)
         if isinstance(init, str) or init is None:
             W0, H0, b0 = _random_start(int(req.seeds[i]), K, w.shape[0], cfg, init_scale)
-            if init == "mse":
-                Wm, Hm, b0 = _mse_start(Y, w, K, cfg, req.lam[i])
-                W0, H0 = W0 + Wm, H0 + Hm
+            Wm, Hm, b0 = _STARTS[init or "random"](Y, w, K, cfg, req.lam[i])
+            W0, H0 = W0 + Wm, H0 + Hm
         else:
             W0, H0, b0 = _user_start(init, i, len(req.dists), K, dist.num_sets, back, d)
         if not cfg.bias:
@@ -328,7 +335,7 @@ def _verdict(o, config: UFMConfig, lam, tol, cert_tol, max_steps):
     if not o.finite:
         return False, False, "diverged", "a NaN/inf iterate (check the inputs' scale)"
     if o.residual > tol:
-        why = (f"the damping blew up at residual {o.residual:.2e} (tol below round-off?)"
+        why = (f"no progress at residual {o.residual:.2e} (tol below round-off for this problem?)"
                if o.stalled else f"max_steps = {max_steps} spent at residual {o.residual:.2e}")
         if o.certificate > 1 + cert_tol:
             diag = rank_diagnosis(o.gram_eigenvalues, lam[0], lam[1], config.dim, cert_tol)
@@ -437,8 +444,9 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
     if isinstance(init_scale, bool) or not isinstance(init_scale, numbers.Real) \
             or not (math.isfinite(init_scale) and init_scale >= 0):
         raise InputError(f"init_scale must be a finite number >= 0, got {init_scale!r}")
-    if isinstance(init, str) and init not in ("random", "mse"):
-        raise InputError(f"init must be None, 'random', 'mse' or UFMParams, got {init!r}")
+    if isinstance(init, str) and init not in _STARTS:
+        raise InputError(f"init must be None, {', '.join(map(repr, _STARTS))} or UFMParams, "
+                         f"got {init!r}")
     devs = list(devices) if devices is not None else jax.devices()
     if not devs:
         raise InputError("devices is empty")

@@ -81,14 +81,14 @@ def label_covariance(label_sets, weights):
     return second_moment(label_sets, weights) - p[:, None] * p[None, :]
 
 
-def _xp(*arrays):
+def array_module(*arrays):
     """numpy for numpy inputs (host side, no JIT), jax.numpy otherwise."""
     return np if all(isinstance(a, np.ndarray) for a in arrays) else jnp
 
 
-def _multiplicity_onehot(label_sets, weights):
+def multiplicity_onehot(label_sets, weights):
     """`[T, K+1]` indicator of `|S_s| = m` for rows with `π_s > 0` (padding rows masked)."""
-    xp = _xp(label_sets, weights)
+    xp = array_module(label_sets, weights)
     K = label_sets.shape[-1]
     m = xp.round(xp.sum(label_sets, axis=-1))
     onehot = (m[:, None] == xp.arange(K + 1, dtype=label_sets.dtype)[None, :])
@@ -97,7 +97,7 @@ def _multiplicity_onehot(label_sets, weights):
 
 def multiplicity_masses(label_sets, weights):
     """`π(m) = Σ_{|S|=m} π_s` for `m = 0..K`, `[K+1]` (THEORY §1)."""
-    return weights @ _multiplicity_onehot(label_sets, weights)
+    return weights @ multiplicity_onehot(label_sets, weights)
 
 
 def conditional_moments(label_sets, weights):
@@ -105,8 +105,8 @@ def conditional_moments(label_sets, weights):
     with `p_m = Σ_{|S|=m} π_s y_s / π(m)`, `M_m = Σ_{|S|=m} π_s y_s y_sᵀ / π(m)`,
     `C_m = M_m − p_m p_mᵀ` (THEORY §1). Rows of absent multiplicities (`π(m) = 0`) are zero.
     """
-    xp = _xp(label_sets, weights)
-    E = _multiplicity_onehot(label_sets, weights)               # [T, K+1]
+    xp = array_module(label_sets, weights)
+    E = multiplicity_onehot(label_sets, weights)               # [T, K+1]
     wm = E * weights[:, None]                                   # π_s [|S_s| = m]
     mass = xp.sum(wm, axis=0)                                   # [K+1]
     inv = xp.where(mass > 0, 1.0 / xp.where(mass > 0, mass, 1.0), 0.0)
@@ -120,7 +120,7 @@ def contrast_spectrum(C):
     """Ascending eigenvalues of `C` restricted to `1^⊥`: `eigvalsh(Qᵀ C Q)`, `K−1` values
     (THEORY §1); batched over leading axes of `C [..., K, K]`. A covariance is PSD, so
     rounding negatives (~1e-17) are clipped to 0."""
-    xp = _xp(C)
+    xp = array_module(C)
     Q = xp.asarray(contrast_basis(C.shape[-1]), dtype=C.dtype)
     R = xp.swapaxes(Q, 0, 1) @ C @ Q
     return xp.maximum(xp.linalg.eigvalsh(0.5 * (R + xp.swapaxes(R, -1, -2))), 0.0)
@@ -129,7 +129,7 @@ def contrast_spectrum(C):
 def isotropy_defect(C):
     """`δ = ‖C − (tr C/(K−1)) P‖_F / ‖C‖_F` (THEORY §1), NaN where `C = 0`; batched over
     leading axes of `C [..., K, K]`."""
-    xp = _xp(C)
+    xp = array_module(C)
     K = C.shape[-1]
     P = xp.eye(K, dtype=C.dtype) - 1.0 / K
     tr = xp.trace(C, axis1=-2, axis2=-1)[..., None, None]
@@ -170,7 +170,7 @@ def spectrum_arrays(label_sets, weights) -> SpectrumArrays:
     Zero-weight padding rows drop out, so it vmaps over a batch of distributions padded to a
     common `T`.
     """
-    xp = _xp(label_sets, weights)
+    xp = array_module(label_sets, weights)
     label_sets = xp.asarray(label_sets)
     weights = xp.asarray(weights, dtype=label_sets.dtype)
     if label_sets.shape[-1] < 2:
@@ -178,7 +178,7 @@ def spectrum_arrays(label_sets, weights) -> SpectrumArrays:
     p = class_frequencies(label_sets, weights)
     M = second_moment(label_sets, weights)
     C = M - p[:, None] * p[None, :]
-    E = _multiplicity_onehot(label_sets, weights)
+    E = multiplicity_onehot(label_sets, weights)
     mass = weights @ E
     count = xp.sum(E, axis=0).astype(xp.int32)
     pm, Mm, Cm = conditional_moments(label_sets, weights)
