@@ -59,6 +59,7 @@ class State(NamedTuple):
     steps: jax.Array     # Newton steps taken
     best: jax.Array      # smallest residual so far
     stale: jax.Array     # consecutive steps without progress
+    cg_budget: jax.Array  # CG iterations allowed in the next step (adapts, ≤ max_cg)
 
 
 class Summary(NamedTuple):
@@ -129,9 +130,11 @@ def init_state(W, U, b, prob: Problem, tol, theta0, loss: Loss, bias: bool) -> S
     res = block_residual(W, U, b, gW, gU, gb, G, prob, bias)
     return State(W, U, b, f, gW, gU, gb, jnp.sqrt(_sqnorm(gW, gU, gb)), res, G, curv,
                  jnp.asarray(theta0, f.dtype), res <= tol, jnp.asarray(False),
-                 jnp.asarray(0, jnp.int32), res, jnp.asarray(0, jnp.int32))
+                 jnp.asarray(0, jnp.int32), res, jnp.asarray(0, jnp.int32),
+                 jnp.asarray(_CG_START, jnp.int32))
 
 
+_CG_START = 8      # CG iterations of the first step; doubled while CG runs out of them
 _STALE_STEPS = 30  # steps without a 10 % better residual or a real decrease of F
 
 
@@ -236,8 +239,9 @@ def _operators(st: State, prob: Problem, loss: Loss, bias: bool, mu):
     return Dinv, Bop, schur
 
 
-def _cg(st: State, schur, rW0, rb0, mu, max_cg: int):
-    """Truncated CG on the Schur system, stopping on negative curvature."""
+def _cg(st: State, schur, rW0, rb0, mu, budget):
+    """Truncated CG on the Schur system (at most `budget` iterations), stopping on negative
+    curvature or at the forcing tolerance."""
     rr0 = _sqnorm(rW0, rb0)
     eta = jnp.minimum(0.5, jnp.sqrt(st.residual))  # forcing term: superlinear convergence
     cg_tol = eta * jnp.sqrt(rr0)
@@ -256,7 +260,7 @@ def _cg(st: State, schur, rW0, rb0, mu, max_cg: int):
         rr = _sqnorm(rW, rb)
         k = cg.k + 1
         beta = rr / jnp.maximum(cg.rr, 1e-300)
-        stop = neg | (rr <= cg_tol**2) | (k >= max_cg)
+        stop = neg | (rr <= cg_tol**2) | (k >= budget)
         return _CG(cg.pW + alpha * cg.dW, cg.pb + alpha * cg.db, cg.pU + alpha * u, rW, rb,
                    -rW + beta * cg.dW, -rb + beta * cg.db, rr,
                    cg.m + alpha * rd + 0.5 * alpha**2 * dHd, k, neg,
@@ -275,7 +279,13 @@ def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool
     t = Dinv(st.gU)
     BW, Bb = Bop(t)
     bmask = 1.0 if bias else 0.0
-    cg = _cg(st, schur, st.gW - BW, (st.gb - Bb) * bmask, mu, max_cg)
+    budget = jnp.minimum(st.cg_budget, max_cg)
+    cg = _cg(st, schur, st.gW - BW, (st.gb - Bb) * bmask, mu, budget)
+    # a step whose CG ran out of iterations gets twice as many next time; one that needed
+    # few gives some back (hard problems pay for CG, easy ones do not)
+    ran_out = (cg.k >= budget) & ~cg.neg
+    cg_budget = jnp.where(ran_out, jnp.minimum(2 * budget, max_cg),
+                          jnp.where(cg.k <= budget // 4, jnp.maximum(budget // 2, 4), budget))
 
     # the full step: p_U = −D_μ⁻¹(g_U + Bᵀp_A); the model value of F (without μ)
     pU = cg.pU - t
@@ -307,7 +317,8 @@ def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool
                  sel(curv1, st.curv), jnp.where(live, theta, st.theta),
                  st.done | (residual <= tol),
                  st.stalled | (live & ((theta >= 1e12) | (stale >= _STALE_STEPS))),
-                 st.steps + live.astype(st.steps.dtype), jnp.minimum(st.best, residual), stale)
+                 st.steps + live.astype(st.steps.dtype), jnp.minimum(st.best, residual), stale,
+                 jnp.where(live, cg_budget, st.cg_budget).astype(st.cg_budget.dtype))
 
 
 def summarize(W, U, b, prob: Problem, loss: Loss, bias: bool) -> Summary:

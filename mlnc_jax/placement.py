@@ -8,8 +8,10 @@
   problem is done (or out of steps) is harvested and refilled with the next problem, so a
   slow problem never holds a finished one's slot idle and every group size compiles once.
 * **Devices.** With several devices the slot axis is sharded over them (a 1-d `Mesh` named
-  ``"batch"``, `NamedSharding(mesh, P("batch"))`); multi-process runs place inputs with
-  `jax.make_array_from_callback` and gather with `process_allgather`.
+  ``"batch"``, `NamedSharding(mesh, P("batch"))`); a single problem has its label-set axis
+  `T` sharded instead (`P(None, "rows")`, GSPMD turns the `W`/`b` blocks into reductions
+  over devices). Multi-process runs place inputs with `jax.make_array_from_callback` and
+  gather with `process_allgather`.
 * **Time.** Each chunk's wall time is shared among the slots that were live in it, so the
   per-problem `seconds` add up to the time spent computing.
 """
@@ -49,28 +51,44 @@ def _pow2ceil(n: int) -> int:
 
 
 class Placer:
-    """Puts host arrays on the devices (sharded over the leading axis) and fetches them."""
+    """Puts host arrays on the devices and fetches them.
 
-    def __init__(self, devices: Sequence):
+    `axis="batch"` shards the slot axis (many problems); `axis="rows"` shards the label-set
+    axis `T` of one problem (its per-set work is independent; the `W`/`b` blocks become
+    reductions over the devices) and replicates `W`, `b` and the λ's.
+    """
+
+    def __init__(self, devices: Sequence, axis: str = "batch"):
         self.devices = list(devices)
         self.n = len(self.devices)
+        self.axis = axis
         self.multi_process = jax.process_count() > 1
         if self.n > 1:
-            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-            self.sharding = NamedSharding(Mesh(np.asarray(self.devices), ("batch",)),
-                                          PartitionSpec("batch"))
+            mesh = Mesh(np.asarray(self.devices), (axis,))
+            self._lead = NamedSharding(mesh, P(axis) if axis == "batch" else P(None, axis))
+            self._replicated = NamedSharding(mesh, P())
 
-    def put(self, tree):
+    def put(self, tree, sharded: bool = True):
+        """Place `tree`: sharded over the placer's axis, or replicated (`sharded=False`,
+        only meaningful for `axis="rows"`)."""
         def one(x):
             x = np.asarray(x)
             if self.n == 1:
                 return jax.device_put(x, self.devices[0])
+            sh = self._lead if (sharded or self.axis == "batch") else self._replicated
             if self.multi_process:
-                return jax.make_array_from_callback(x.shape, self.sharding, lambda idx: x[idx])
-            return jax.device_put(x, self.sharding)
+                return jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx])
+            return jax.device_put(x, sh)
 
         return jax.tree_util.tree_map(one, tree)
+
+    def put_problem(self, prob: Problem) -> Problem:
+        return Problem(self.put(prob.Y), self.put(prob.w), self.put(prob.lam, sharded=False))
+
+    def put_params(self, W, U, b):
+        return self.put(W, sharded=False), self.put(U), self.put(b, sharded=False)
 
     def get(self, tree):
         if self.multi_process:
@@ -179,9 +197,14 @@ def run_problems(problems: Sequence[ProblemData], loss: Loss, bias: bool, *, tol
     for i, p in enumerate(problems):
         buckets.setdefault(bucket_rows(p.w.shape[0]), []).append(i)
     finished = 0
+    if len(problems) == 1 and placer.n > 1:  # one problem: shard its rows instead
+        placer = Placer(placer.devices, axis="rows")
     for T_pad, members in sorted(buckets.items()):
         n_slots = min(slots, _pow2ceil(len(members)))
-        n_slots = -(-n_slots // placer.n) * placer.n
+        if placer.axis == "batch":
+            n_slots = -(-n_slots // placer.n) * placer.n
+        else:
+            T_pad = -(-T_pad // placer.n) * placer.n
         finished = _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps,
                                chunk_steps, max_cg, placer, theta0, out, finished, on_progress)
     return out
@@ -193,9 +216,9 @@ def _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps, c
     slot_of = [queue.pop(0) if queue else -1 for _ in range(n_slots)]
     fill = [i if i >= 0 else members[-1] for i in slot_of]  # idle slots repeat a problem
     prob_h, (W, U, b) = _slot_arrays(problems, fill, T_pad)
-    prob = placer.put(prob_h)
+    prob = placer.put_problem(prob_h)
     tol_a, ms_a = jnp.asarray(tol), jnp.asarray(max_steps, jnp.int32)
-    st = _init_slots(*placer.put((W, U, b)), prob, tol_a, theta0, loss, bias)
+    st = _init_slots(*placer.put_params(W, U, b), prob, tol_a, theta0, loss, bias)
     spent = np.zeros(n_slots)
     while True:
         done, stalled, steps, res = placer.get((st.done, st.stalled, st.steps, st.residual))
@@ -225,9 +248,9 @@ def _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps, c
                 mask[refill] = True
                 for name in ("Y", "w", "lam"):
                     getattr(prob_h, name)[mask] = getattr(new_prob, name)[mask]
-                prob = placer.put(prob_h)
-                fresh = _init_slots(*placer.put((W, U, b)), prob, tol_a, theta0, loss, bias)
-                st = _refill(st, fresh, placer.put(mask))
+                prob = placer.put_problem(prob_h)
+                fresh = _init_slots(*placer.put_params(W, U, b), prob, tol_a, theta0, loss, bias)
+                st = _refill(st, fresh, placer.put(mask, sharded=False))
             if on_progress is not None:
                 on_progress(finished, float(np.max(res[live])) if live.any() else 0.0)
         if all(i < 0 for i in slot_of):

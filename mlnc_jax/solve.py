@@ -140,7 +140,7 @@ def _is_int(v) -> bool:
     return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool)
 
 
-def _per_problem(x, name, default, B_hint=None):
+def _per_problem(x, name, default):
     v = np.atleast_1d(np.asarray(default if x is None else x, dtype=object))
     if v.ndim != 1:
         raise InputError(f"{name} must be a scalar or a 1-d list, got shape {v.shape}")
@@ -178,7 +178,7 @@ def _check_distribution(dist, config: UFMConfig, i: int) -> None:
 
 
 def validate(distributions, config: UFMConfig, seeds, tol, cert_tol, lambda_w=None,
-             lambda_h=None, lambda_b=None, single: bool = False) -> Request:
+             lambda_h=None, lambda_b=None) -> Request:
     """Check everything a solve needs before any compute; raise `InputError` in one line."""
     if not isinstance(config, UFMConfig):
         raise InputError(f"config must be a UFMConfig, got {type(config).__name__}")
@@ -216,7 +216,7 @@ def validate(distributions, config: UFMConfig, seeds, tol, cert_tol, lambda_w=No
     for i, (d, lb) in enumerate(zip(dists, lam[:, 2])):
         key = (id(d), lb == 0)
         if key not in seen:
-            seen[key] = _check_distribution(d, config._replace(lambda_b=float(lb)), -1 if single else i)
+            seen[key] = _check_distribution(d, config._replace(lambda_b=float(lb)), i if B > 1 else -1)
     return Request(dists, config, sd, lam, float(tol), float(cert_tol))
 
 
@@ -408,7 +408,7 @@ def _progress_bar(total: int, enabled: Optional[bool]):
 
 def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *,
                 lambda_w=None, lambda_h=None, lambda_b=None, init=None, init_scale: float = 0.1,
-                max_steps: int = 500, chunk_steps: int = 8, max_cg: int = 32,
+                max_steps: int = 500, chunk_steps: int = 8, max_cg: int = 64,
                 cert_tol: float = 1e-6, batch_size: Optional[int] = None,
                 devices: Optional[Sequence] = None, progress: Optional[bool] = None,
                 warn: bool = True) -> SolveResult:
@@ -427,7 +427,8 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
         plus the seeded start; bias at the loss's collapse bias), or `UFMParams` with a
         leading batch axis (`H [B, T_max, d]`), or a list of `B` `(W, H, b)`.
       max_steps: Newton steps per problem; chunk_steps: steps per compiled call between
-        progress updates; max_cg: conjugate-gradient iterations per step.
+        progress updates; max_cg: the cap of conjugate-gradient iterations per step (the
+        budget starts at 8 and doubles while CG runs out of it).
       cert_tol: certified when `ρ ≤ 1 + cert_tol` at a converged point (THEORY §2c).
       batch_size: problems solved side by side (default: 16 per device on CPU, 8192 on
         accelerators); devices: where to shard them (default `jax.devices()`).
@@ -475,7 +476,7 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
 
 
 def solve(dist: LabelDistribution, config: UFMConfig, seed: int = 0, tol: float = 1e-10, *,
-          init=None, init_scale: float = 0.1, max_steps: int = 500, max_cg: int = 32,
+          init=None, init_scale: float = 0.1, max_steps: int = 500, max_cg: int = 64,
           cert_tol: float = 1e-6, progress: Optional[bool] = False,
           devices: Optional[Sequence] = None, warn: bool = True) -> SolveResult:
     """Solve one reduced UFM problem (THEORY §2): `solve_batch([dist], ...).item(0)`.
