@@ -87,8 +87,9 @@ class Loss(NamedTuple):
 
         def collapse_gradients(Y, w):
             b0 = loss.collapse_bias(Y, w)
-            Z = np.broadcast_to(b0, np.shape(Y))
-            return np.asarray(loss.derivatives(jnp.asarray(Z), jnp.asarray(Y, Z.dtype))[1])
+            with jax.enable_x64(True):
+                Z = jnp.broadcast_to(jnp.asarray(b0), np.shape(Y))
+                return np.asarray(loss.derivatives(Z, jnp.asarray(Y, Z.dtype))[1])
 
         return self._replace(collapse_gradients=collapse_gradients)
 
@@ -257,21 +258,27 @@ def _centred_collapse_gradients(Y, w):
     return _frequencies(Y, w)[2][None, :] - Y
 
 
-def _numeric_collapse_bias(derivatives, iters: int = 100):
-    """`b₀ = argmin_b Σ_s π_s ℓ(b, y_s)` by damped Newton (for user-defined losses)."""
+def _numeric_collapse_bias(derivatives, iters: int = 50):
+    """`b₀ = argmin_b Σ_s π_s ℓ(b, y_s)` by Newton's method (for user-defined losses);
+    least squares handles the directions the loss ignores."""
+
+    @jax.jit
+    def grad_hess(b, Y, w):
+        _, g, A = derivatives(jnp.broadcast_to(b, Y.shape), Y)
+        return w @ g, jnp.einsum("t,tkl->kl", w, A)
 
     def collapse_bias(Y, w):
         Y, w, _ = _frequencies(Y, w)
         b = np.zeros(Y.shape[1])
-        for _ in range(iters):
-            Z = jnp.asarray(np.broadcast_to(b, Y.shape))
-            _, g, A = derivatives(Z, jnp.asarray(Y, Z.dtype))
-            gb = w @ np.asarray(g)
-            Hb = np.einsum("t,tkl->kl", w, np.asarray(A)) + 1e-12 * np.eye(b.size)
-            step = np.linalg.lstsq(Hb, gb, rcond=None)[0]
-            b = b - step
-            if np.linalg.norm(step) <= 1e-13 * (1 + np.linalg.norm(b)):
-                break
+        with jax.enable_x64(True):
+            Yj, wj = jnp.asarray(Y), jnp.asarray(w)
+            for _ in range(iters):
+                gb, Hb = (np.asarray(x) for x in grad_hess(jnp.asarray(b), Yj, wj))
+                step = np.linalg.lstsq(Hb, gb, rcond=1e-12)[0]
+                b = b - step
+                if np.linalg.norm(gb) <= 1e-14 * max(1.0, np.abs(gb).sum()) or \
+                        np.linalg.norm(step) <= 1e-14 * (1 + np.linalg.norm(b)):
+                    break
         return b
 
     return collapse_bias

@@ -160,7 +160,7 @@ def test_ufm_objective_gradient_matches_finite_differences(loss, bias, lambda_b)
         assert an == pytest.approx(fd, rel=1e-7, abs=1e-9)
     # explicit formula: ∂F/∂W = Σ π_s g_s h_sᵀ + λ_W W, ∂F/∂h_s = π_s (Wᵀ g_s + λ_H h_s),
     # ∂F/∂b = Σ π_s g_s + λ_b b  (bias only)
-    gs = np.asarray(ufm.loss_gradients(params, Yd, cfg))
+    gs = np.asarray(ufm.loss_gradients(params, Yd, wd, cfg))
     w = np.asarray(wd)
     W, H, b = (np.asarray(a) for a in params)
     np.testing.assert_allclose(np.asarray(g.W), (gs * w[:, None]).T @ H + cfg.lambda_w * W,
