@@ -48,7 +48,7 @@ def _wait_computing(p, cpu_s, limit_s=120):
         time.sleep(0.2)
 
 
-SWEEP = {"distributions": [{"generator": "random_correlated", "num_classes": 4, "seed": {"range": [0, 8]}}],
+SWEEP = {"distributions": [{"generator": "random_correlated", "num_classes": 4, "seed": {"range": [0, 4]}}],
          "losses": ["mse", "pal"], "dim": 4, "lambda_w": [0.01], "lambda_h": 0.01, "seeds": [0],
          "chunk_size": 2}
 
@@ -66,14 +66,14 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
         "solve": (_popen(CLI + ["solve", "--labels", "enron", "--loss", "pal", "--dim", "40",
                                 "--lambda-w", "1e-4", "--lambda-h", "1e-4", "--tol", "1e-14",
                                 "--out", str(tmp_path / "solve" / "r.npz")], tmp_path),
-                  "mlnc-jax: interrupted", 5.0),
+                  "mlnc-jax: interrupted", 2.5),
         "sweep": (_popen(CLI + ["sweep", "--config", str(tmp_path / "sweep.json"), "--no-progress",
                                 "--out", str(tmp_path / "sweep" / "o")], tmp_path),
-                  "mlnc-jax: interrupted", 6.0),
+                  "mlnc-jax: interrupted", 2.5),
         "experiments": (_popen([sys.executable, "-m", "experiments", "--quick",
                                 "--results-dir", str(tmp_path / "exp" / "res"),
                                 "--figures-dir", str(tmp_path / "exp" / "figs")], ROOT),
-                        "python -m experiments: interrupted", 8.0),
+                        "python -m experiments: interrupted", 3.5),
     }
     for name, (p, _, cpu) in procs.items():
         _wait_computing(p, cpu)
