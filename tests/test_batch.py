@@ -155,10 +155,15 @@ def test_nonconverged_problems_are_reported_by_index():
     assert not np.any(np.asarray(res.converged))
 
 
-def test_progress_bar_runs(capsys):
-    res = solve_batch(_dists(), CFG, tol=1e-10, progress=True)
-    assert bool(np.all(res.converged))
-    assert "solve_batch" in capsys.readouterr().err
+def test_progress_bar_counts_to_the_end_and_changes_nothing(capsys, pal_batch):
+    dists, seeds, quiet = pal_batch
+    res = solve_batch(dists, CFG, seeds=seeds, tol=1e-10, progress=True)
+    err = capsys.readouterr().err
+    # the bar's last state: all 5 problems converged, with the worst gradient norm shown
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("solve_batch") and "5/5" in last and "worst" in last, last
+    for k in ("W", "H", "b", "objective", "grad_norm", "certificate", "steps"):
+        assert np.array_equal(np.asarray(getattr(res, k)), np.asarray(getattr(quiet, k))), k
 
 
 @pytest.mark.parametrize("kwargs,word", [
