@@ -1,7 +1,7 @@
 """Real multi-label label distributions shipped with the package.
 
 Label-set count tables derived from public label matrices (MULAN benchmarks emotions, scene,
-yeast, birds, genbase, medical, enron; PASCAL VOC 2007 trainval/test). Each table records
+yeast, birds, genbase, medical, enron, bibtex, delicious; PASCAL VOC 2007 trainval/test). Each table records
 its provenance (origin, N, L, cardinality, imbalance ratio). Only label sets and counts are
 shipped: no features, no images.
 """
