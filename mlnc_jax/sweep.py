@@ -340,7 +340,7 @@ def chunk_problem(out: Path, i: int, manifest: dict) -> str | None:
     try:
         if meta.get("sha256") != _sha(data) or meta.get("checksum") != _sidecar_checksum(meta, data):
             return "checksum mismatch"
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return "checksum mismatch"
     if meta.get("sweep_hash") != manifest["sweep_hash"]:
         return "from another sweep"

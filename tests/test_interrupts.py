@@ -21,13 +21,18 @@ from mlnc_jax.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
-CLI = [sys.executable, "-c", "from mlnc_jax.cli import console_main; console_main()"]
+# A shell runs background jobs with SIGINT ignored and children inherit that, so the child
+# restores Python's Ctrl-C handler first (in the child: a preexec_fn would run Python code
+# between fork and exec of this multithreaded process).
+_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+CLI = [sys.executable, "-c", _SIGINT + "from mlnc_jax.cli import console_main; console_main()"]
+EXPERIMENTS = [sys.executable, "-c", _SIGINT + "import runpy, sys; sys.argv[0] = 'experiments'; "
+               "runpy.run_module('experiments', run_name='__main__')"]
 
 
 def _popen(argv, cwd):
-    # a shell runs background jobs with SIGINT ignored, and children inherit that: restore it
     return subprocess.Popen(argv, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            text=True)
 
 
 def _cpu_seconds(pid) -> float:
@@ -70,7 +75,7 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
         "sweep": (_popen(CLI + ["sweep", "--config", str(tmp_path / "sweep.json"), "--no-progress",
                                 "--out", str(tmp_path / "sweep" / "o")], tmp_path),
                   "mlnc-jax: interrupted", 2.5),
-        "experiments": (_popen([sys.executable, "-m", "experiments", "--quick",
+        "experiments": (_popen(EXPERIMENTS + ["--quick",
                                 "--results-dir", str(tmp_path / "exp" / "res"),
                                 "--figures-dir", str(tmp_path / "exp" / "figs")], ROOT),
                         "python -m experiments: interrupted", 3.5),
