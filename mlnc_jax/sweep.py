@@ -414,8 +414,11 @@ def _read_manifest(path: Path):
         m = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError):
         m = None
-    if not (isinstance(m, dict) and isinstance(m.get("sweep_hash"), str)):
-        raise InputError(f"{path} is not a sweep manifest; remove it or choose another --out")
+    if not (isinstance(m, dict) and isinstance(m.get("sweep_hash"), str)
+            and all(isinstance(m.get(k), list) for k in ("problems", "chunks", "chunk_digests"))
+            and len(m["chunks"]) == len(m["chunk_digests"])):
+        raise InputError(f"{path} is not a sweep manifest of this version; remove it or choose "
+                         "another --out")
     return m
 
 
