@@ -176,7 +176,7 @@ def test_out_is_a_file_or_foreign_manifest(tmp_path, fake, capsys):
     assert "not a directory" in capsys.readouterr().err and f.read_text() == "keep me"
     d = tmp_path / "d"
     d.mkdir()
-    for text in ("[1, 2, 3]", '"manifest"', "{}", "{"):
+    for text in ("[1, 2, 3]", '"manifest"', "{}", "{", '{"sweep_hash": "abc"}'):
         (d / "manifest.json").write_text(text)
         assert main(["sweep", "--config", str(tmp_path / "s.json"), "--out", str(d)]) == 2
         err = capsys.readouterr().err.strip()
