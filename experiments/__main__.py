@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 
@@ -36,5 +37,21 @@ def main(argv=None) -> int:
     return 0
 
 
+def _main_interruptible() -> int:
+    """Ctrl-C: one line, exit 130. Results files are written atomically, so nothing
+    half-written stays behind; leaving through `os._exit` skips interpreter teardown, whose
+    JAX atexit hook destroys the XLA client under a still-running computation (segfault)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("python -m experiments: interrupted", file=sys.stderr)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(130)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main_interruptible())

@@ -1,18 +1,24 @@
 """The `mlnc-jax` command line.
 
 Bad input exits with status 2 and one line `mlnc-jax: error: ...` on stderr, no traceback,
-and nothing is written to `--out`.
+and nothing is written to `--out`. Ctrl-C exits with status 130 and one line, leaving no
+partial file. A result that was computed but cannot be written to `--out` is written to a
+fresh temporary directory instead, its results line is printed, and the exit status is 2
+with a line naming both paths: finished compute is never lost.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 
+from . import schema
 from .errors import InputError, SolverDivergedError
 
 from .real_labels import load_labels
@@ -49,14 +55,27 @@ def _nonneg_int(name):
     return _int_at_least(name, 0)
 
 
-def _nonneg_float(name):
+def _nonneg_float(name, positive=False):
     def parse(s):
         try:
             v = float(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
-        if not math.isfinite(v) or v < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a finite number >= 0, got {s}")
+        if not math.isfinite(v) or v < 0 or (positive and v == 0):
+            raise argparse.ArgumentTypeError(
+                f"{name} must be a finite number {'>' if positive else '>='} 0, got {s}")
+        return v
+    return parse
+
+
+def _seed(name):
+    def parse(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
+        if not 0 <= v < schema.MAX_SEED:
+            raise argparse.ArgumentTypeError(f"{name} must be in [0, 2**63), got {s}")
         return v
     return parse
 
@@ -74,15 +93,58 @@ def _add_problem_args(p, *, loss_required=True, loss_choices=LOSS_CHOICES, dim_r
     p.add_argument("--no-bias", action="store_true", help="fix b = 0")
 
 
-def _check_out(path: str, suffix: str = ".npz") -> Path:
+def _check_out(path: str, suffix: str = ".npz", flag: str = "--out") -> Path:
     out = Path(path)
     if out.suffix != suffix:
-        raise InputError(f"--out must end in {suffix}: {path}")
+        raise InputError(f"{flag} must end in {suffix}: {path}")
     if not out.parent.exists():
         raise InputError(f"output directory does not exist: {out.parent}")
     if out.is_dir():
-        raise InputError(f"--out is a directory: {path}")
+        raise InputError(f"{flag} is a directory: {path}")
+    _probe_writable(out.parent)
     return out
+
+
+def _probe_writable(directory: Path) -> None:
+    """Create and remove a temporary file: the only test that also holds for root and for
+    read-only mounts (permission bits alone say nothing there). Done before computing."""
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".mlnc-probe-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise InputError(f"cannot write to {directory}: {e.strerror or e}") from None
+
+
+class _Saved:
+    """Where a result went: `path`, or a fallback in a temporary directory after `error`."""
+
+    def __init__(self, path, intended, error=None):
+        self.path, self.intended, self.error = path, intended, error
+
+    def raise_if_fallback(self) -> None:
+        if self.error is None:
+            return
+        where = f"results saved to {self.path}" if self.path else "results not saved (printed above)"
+        raise InputError(f"cannot write {self.intended}: {self.error}; {where}")
+
+
+def _write_results(out: Path, arrays, meta) -> _Saved:
+    """Write atomically to `out`; if that fails after the compute (disk full, directory
+    gone or made read-only), write to a new temporary directory instead."""
+    from .results_io import write_npz_atomic
+
+    try:
+        write_npz_atomic(out, arrays, meta)
+        return _Saved(out, out)
+    except OSError as e:
+        err = e.strerror or str(e)
+    try:
+        fallback = Path(tempfile.mkdtemp(prefix="mlnc-jax-")) / out.name
+        write_npz_atomic(fallback, arrays, meta)
+        return _Saved(fallback, out, err)
+    except OSError:
+        return _Saved(None, out, err)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,10 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("solve", help="solve the reduced UFM for a label distribution")
     _add_problem_args(p)
-    p.add_argument("--seed", type=_nonneg_int("--seed"), default=0)
-    p.add_argument("--tol", type=float, default=1e-10,
+    p.add_argument("--seed", type=_seed("--seed"), default=0)
+    p.add_argument("--tol", type=_nonneg_float("--tol", positive=True), default=1e-10,
                    help="stop when every relative block residual is <= TOL (THEORY §2c)")
-    p.add_argument("--cert-tol", type=float, default=1e-6,
+    p.add_argument("--cert-tol", type=_nonneg_float("--cert-tol", positive=True), default=1e-6,
                    help="certified when rho <= 1 + CERT_TOL at a converged point (THEORY §2c)")
     p.add_argument("--max-steps", type=_positive_int("--max-steps"), default=500,
                    help="Newton steps at most")
@@ -117,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=_positive_int("--dim"), default=None)
     p.add_argument("--lambda-w", type=_nonneg_float("--lambda-w"), default=5e-3)
     p.add_argument("--lambda-h", type=_nonneg_float("--lambda-h"), default=5e-3)
-    p.add_argument("--seed", type=_nonneg_int("--seed"), default=0)
+    p.add_argument("--seed", type=_seed("--seed"), default=0)
     p.add_argument("--figure", default="mlnc_compare.png", metavar="PATH",
                    help="where to write the figure (png or pdf)")
     p.set_defaults(func=_cmd_compare)
@@ -145,12 +207,13 @@ def _add_sweep(sub):
 def _config(args, dim=None):
     from .ufm import UFMConfig
 
+    schema.check_lambdas(args.lambda_w, args.lambda_h, args.lambda_b)
     return UFMConfig(args.loss, dim if dim is not None else args.dim, args.lambda_w,
                      args.lambda_h, args.lambda_b, not args.no_bias).validate()
 
 
 def _cmd_solve(args):
-    from .results_io import run_metadata, write_npz_atomic
+    from .results_io import run_metadata
     from .solve import solve
 
     out = _check_out(args.out)
@@ -159,6 +222,8 @@ def _cmd_solve(args):
     for flag, v in (("--tol", args.tol), ("--cert-tol", args.cert_tol)):
         if not 0 < v < 1:
             raise InputError(f"{flag} must be a number in (0, 1), got {v}")
+    schema.check_memory(schema.estimate_solve_bytes(dist.num_classes, dist.num_sets, config.dim),
+                        f"solve with K = {dist.num_classes}, {dist.num_sets} label sets, dim = {config.dim}")
     t0 = time.perf_counter()
     res = solve(dist, config, seed=args.seed, tol=args.tol, cert_tol=args.cert_tol,
                 max_steps=args.max_steps, warn=False)
@@ -175,23 +240,29 @@ def _cmd_solve(args):
                         converged=bool(res.converged), certified=bool(res.certified),
                         status=str(res.status), reason=str(res.reason),
                         global_optimum=bool(res.certified))
-    write_npz_atomic(out, arrays, meta)
+    saved = _write_results(out, arrays, meta)
     what = "certified global optimum" if res.certified else f"{res.status} ({res.reason})"
     print(f"{what}: F = {float(res.objective):.12g}, residual = {float(res.residual):.1e}, "
-          f"rho = {float(res.certificate):.9f}, {int(res.steps)} Newton steps, {wall:.2f} s -> {out}")
+          f"rho = {float(res.certificate):.9f}, {int(res.steps)} Newton steps, {wall:.2f} s "
+          f"-> {saved.path}", flush=True)
+    saved.raise_if_fallback()
     if res.certified or args.allow_uncertified:
         return 0
-    print(f"mlnc-jax: not certified ({res.status}): {res.reason}; the result is written with "
-          "its status; --allow-uncertified accepts it", file=sys.stderr)
+    print(f"mlnc-jax: not certified ({res.status}): {_one_line(res.reason)}; the result is "
+          "written with its status; --allow-uncertified accepts it", file=sys.stderr)
     return 1
 
 
 def _cmd_closed_form(args):
     from .closed_forms import closed_form
-    from .results_io import run_metadata, write_npz_atomic
+    from .results_io import run_metadata
+
     out = _check_out(args.out)
     dist = load_labels(args.labels)
     config = _config(args, dim=args.dim or dist.num_classes)
+    # eigh of a [K, K] matrix plus W [K, d], H [T, d]: the solve estimate bounds it
+    schema.check_memory(schema.estimate_solve_bytes(dist.num_classes, dist.num_sets, config.dim),
+                        f"closed form with K = {dist.num_classes}, dim = {config.dim}")
     t0 = time.perf_counter()
     cf = closed_form(dist, config)
     arrays = dict(gram_W=cf.gram_W, gram_H=cf.gram_H, logits=cf.logits, b=cf.b,
@@ -201,8 +272,10 @@ def _cmd_closed_form(args):
                         label_sets=dist.sets, num_classes=dist.num_classes,
                         wall_time_s=time.perf_counter() - t0, objective=float(cf.objective),
                         rank=int(cf.rank))
-    write_npz_atomic(out, arrays, meta)
-    print(f"closed form ({config.loss_record.name}): F* = {float(cf.objective):.12g}, rank {int(cf.rank)} -> {out}")
+    saved = _write_results(out, arrays, meta)
+    print(f"closed form ({config.loss_record.name}): F* = {float(cf.objective):.12g}, "
+          f"rank {int(cf.rank)} -> {saved.path}", flush=True)
+    saved.raise_if_fallback()
     return 0
 
 
@@ -215,11 +288,19 @@ def _cmd_compare(args):
         raise InputError(f"--figure must end in .png, .pdf or .svg: {args.figure}")
     if not fig_path.parent.exists():
         raise InputError(f"figure directory does not exist: {fig_path.parent}")
+    if fig_path.is_dir():
+        raise InputError(f"--figure is a directory: {args.figure}")
+    _probe_writable(fig_path.parent)
+    schema.check_lambdas(args.lambda_w, args.lambda_h)
     dist = load_labels(args.labels) if args.labels else default_distribution()
     report = compare_losses(dist, dim=args.dim, lambda_w=args.lambda_w, lambda_h=args.lambda_h,
                             seed=args.seed)
-    print(format_compare_table(report))
-    compare_figure(report, fig_path)
+    print(format_compare_table(report), flush=True)  # the numbers survive a failed figure write
+    try:
+        compare_figure(report, fig_path)
+    except OSError as e:
+        raise InputError(f"cannot write the figure {fig_path}: {e.strerror or e} "
+                         "(the table above is complete)") from None
     print(f"figure -> {fig_path}")
     return 0
 
@@ -237,7 +318,19 @@ def _cmd_spectrum(args):
     return 0
 
 
-def main(argv=None) -> int:
+def _one_line(msg: str) -> str:
+    return " ".join(str(msg).split())
+
+
+def main(argv=None, *, hard_exit: bool = False) -> int:
+    """Run the command line; returns the exit status.
+
+    `hard_exit=True` (the console script) leaves through `os._exit(130)` on Ctrl-C, after
+    every `finally` block has cleaned up and stdout/stderr are flushed. A normal interpreter
+    exit at that point runs JAX's atexit hook, which tears down the XLA CPU client while a
+    computation dispatched asynchronously (before the interrupt) may still be running on
+    its thread pool; that is the segfault (exit -11) seen after "interrupted".
+    """
     import jax
 
     # the command line is a float64 application: every result file says dtype float64
@@ -247,16 +340,36 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except InputError as e:
-        msg = str(e)
+        msg = _one_line(e)
         print(msg if msg.startswith("mlnc-jax") else f"mlnc-jax: error: {msg}", file=sys.stderr)
         return 2
     except SolverDivergedError as e:
-        print(f"mlnc-jax: solver error: {e}", file=sys.stderr)
+        print(f"mlnc-jax: solver error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mlnc-jax: interrupted", file=sys.stderr)
+        if hard_exit:
+            _exit_now(130)
         return 130
+    except MemoryError:
+        print("mlnc-jax: error: out of memory (try a smaller problem)", file=sys.stderr)
+        return 2
+
+
+def _exit_now(code: int) -> None:
+    """Flush and leave without interpreter teardown (see `main`)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed pipe must not turn into a traceback
+            pass
+    os._exit(code)
+
+
+def console_main() -> None:
+    """Entry point of the `mlnc-jax` console script."""
+    sys.exit(main(hard_exit=True))
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()

@@ -20,6 +20,7 @@ from typing import Iterable, Mapping, Sequence
 import jax
 import numpy as np
 
+from . import schema
 from .errors import InputError
 
 __all__ = [
@@ -29,25 +30,6 @@ __all__ = [
     "random_correlated",
     "sample_labels",
 ]
-
-
-def _as_set_tuple(s, num_classes: int, index: int) -> tuple[int, ...]:
-    try:
-        raw = list(s)
-        items = [int(v) for v in raw]
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"label set #{index} is not a list of integers: {s!r}") from None
-    for v, r in zip(items, raw):
-        if isinstance(r, bool) or float(r) != v:
-            raise InputError(f"label set #{index} has a non-integer label {r!r}")
-    bad = [v for v in items if v < 0 or v >= num_classes]
-    if bad:
-        raise InputError(
-            f"label set #{index} {sorted(items)} has label {bad[0]} outside [0, {num_classes})"
-        )
-    if len(set(items)) != len(items):
-        raise InputError(f"label set #{index} {items} repeats a label")
-    return tuple(sorted(items))
 
 
 @jax.tree_util.register_pytree_node_class
@@ -92,34 +74,21 @@ class LabelDistribution:
         Zero-weight sets are dropped. Duplicate sets are rejected unless
         `merge_duplicates=True`, which adds their weights (first occurrence keeps its row).
         """
+        num_classes = schema.check_num_classes(num_classes)
+        if isinstance(label_sets, (str, bytes, Mapping)):
+            raise InputError(f"label_sets must be a list of label sets, got {label_sets!r}")
         try:
-            k = int(num_classes)
-            if isinstance(num_classes, bool) or float(num_classes) != k:
-                raise ValueError
-        except (TypeError, ValueError, OverflowError):
-            raise InputError(f"num_classes must be an integer, got {num_classes!r}") from None
-        num_classes = k
-        if num_classes < 1:
-            raise InputError(f"num_classes must be >= 1, got {num_classes}")
-        label_sets = list(label_sets)
-        try:
-            w = np.asarray(weights, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            raise InputError("weights must be a list of numbers") from None
-        if len(label_sets) != w.shape[0]:
-            raise InputError(
-                f"{len(label_sets)} label sets but {w.shape[0]} weights: lengths must match"
-            )
+            label_sets = list(label_sets)
+        except TypeError:
+            raise InputError(f"label_sets must be a list of label sets, got {label_sets!r}") from None
+        w = schema.check_weights(weights, len(label_sets))
         if len(label_sets) == 0:
             raise InputError("the label distribution has no label sets")
-        if not np.all(np.isfinite(w)):
-            raise InputError("weights contain NaN or inf")
-        if np.any(w < 0):
-            i = int(np.argmax(w < 0))
-            raise InputError(f"weight #{i} is negative ({w[i]:g})")
-        if not np.any(w > 0):
-            raise InputError("all weights are zero")
-        tuples = [_as_set_tuple(s, num_classes, i) for i, s in enumerate(label_sets)]
+        # the dense [T, K] matrix below is the large allocation: check it first
+        schema.check_memory(schema.estimate_distribution_bytes(len(label_sets), num_classes),
+                            f"a distribution with {len(label_sets)} label sets and K = {num_classes}")
+        tuples = [schema.check_label_set(s, num_classes, i) for i, s in enumerate(label_sets)]
+        w = w / w.max()  # scale first: merging or summing 1e308-sized weights must not overflow
         order: dict[tuple[int, ...], int] = {}
         merged_w: list[float] = []
         for i, (t, wi) in enumerate(zip(tuples, w)):
@@ -138,7 +107,7 @@ class LabelDistribution:
         for r, (t, _) in enumerate(kept):
             Y[r, list(t)] = 1.0
         ww = np.array([wi for _, wi in kept], dtype=np.float64)
-        return cls(Y, ww / ww.sum(), num_classes)
+        return cls(Y, schema.normalise_weights(ww), num_classes)
 
     @classmethod
     def from_label_matrix(cls, Y) -> "LabelDistribution":
@@ -158,14 +127,8 @@ class LabelDistribution:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "LabelDistribution":
-        if not isinstance(d, Mapping):
-            raise InputError("label distribution JSON must be an object")
-        missing = [k for k in ("num_classes", "label_sets", "weights") if k not in d]
-        if missing:
-            raise InputError(f"label distribution JSON lacks key(s): {', '.join(missing)}")
-        if not isinstance(d["label_sets"], list) or not isinstance(d["weights"], list):
-            raise InputError("'label_sets' and 'weights' must be JSON lists")
-        return cls.from_sets(d["label_sets"], d["weights"], d["num_classes"])
+        """Distribution JSON object → distribution (strict types: see `mlnc_jax.schema`)."""
+        return schema.parse_distribution(d)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LabelDistribution":
@@ -181,6 +144,8 @@ class LabelDistribution:
             raise InputError(f"{path} is not a text JSON file") from None
         except OSError as e:
             raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+        except (ValueError, RecursionError) as e:  # integer too long, nesting too deep
+            raise InputError(f"malformed JSON in {path}: {str(e).splitlines()[0][:120]}") from None
         return cls.from_dict(d)
 
     def to_dict(self) -> dict:

@@ -14,6 +14,7 @@ from .closed_forms import ClosedForm, mse_closed_form
 from .compare import Comparison, compare, relative_error
 from .geometry import GeometryStability, geometry_stability
 from .labels import LabelDistribution, singleton_imbalance
+from .schema import check_has_labels, check_memory, check_min_classes, estimate_solve_bytes
 from .metrics import NCMetrics, nc_metrics
 from .solve import SolveResult, solve
 from .spectra import LabelSpectrum, label_spectrum
@@ -71,7 +72,11 @@ def _synthesis_residuals(H, dist):
 
 def compare_losses(dist: LabelDistribution, *, dim=None, lambda_w=5e-3, lambda_h=5e-3, seed=0,
                    tol=1e-10, losses=LOSS_ORDER) -> CompareReport:
+    # the contrast geometry of the report needs two classes and at least one label
+    check_min_classes(dist, 2, "compare")
+    check_has_labels(dist, "compare")
     dim = dim or dist.num_classes
+    check_memory(estimate_solve_bytes(dist.num_classes, dist.num_sets, dim), f"compare with dim = {dim}")
     cf = mse_closed_form(dist, UFMConfig("mse", dim, lambda_w, lambda_h))
     out = []
     for loss in losses:

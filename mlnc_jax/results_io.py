@@ -41,11 +41,11 @@ def run_metadata(**fields: Any) -> dict:
     return meta
 
 
-def _jsonable(x):
+def jsonable(x):
     if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, (np.generic,)):
         return x.item()
     if isinstance(x, np.ndarray):
@@ -69,7 +69,7 @@ def write_json_atomic(path, obj) -> None:
     tmp = _tmp_in(path.parent, ".json")
     try:
         with open(tmp, "w") as f:
-            json.dump(_jsonable(obj), f, indent=1, allow_nan=False)
+            json.dump(jsonable(obj), f, indent=1, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import sys
 import time
 import warnings
@@ -31,6 +30,7 @@ import jax
 import numpy as np
 
 from .certificate import rank_diagnosis
+from . import schema
 from .errors import InputError
 from .labels import LabelDistribution
 from .placement import Placer, ProblemData, bucket_rows, run_problems
@@ -136,26 +136,11 @@ class Request(NamedTuple):
     cert_tol: float
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool)
-
-
 def _per_problem(x, name, default):
     v = np.atleast_1d(np.asarray(default if x is None else x, dtype=object))
     if v.ndim != 1:
         raise InputError(f"{name} must be a scalar or a 1-d list, got shape {v.shape}")
-    return v
-
-
-def _numbers(v, name, *, integer=False):
-    out = []
-    for x in v:
-        if isinstance(x, bool) or not isinstance(x, (numbers.Real, np.number)):
-            raise InputError(f"{name} must be {'integers' if integer else 'numbers'}, got {x!r}")
-        if integer and not _is_int(x):
-            raise InputError(f"{name} must be integers, got {x!r}")
-        out.append(x)
-    return out
+    return list(v)
 
 
 def _broadcast(columns: dict) -> int:
@@ -198,12 +183,10 @@ def validate(distributions, config: UFMConfig, seeds, tol, cert_tol, lambda_w=No
             raise InputError(f"distributions[{i}] has {d.num_classes} classes, the first has "
                              f"{dists[0].num_classes}")
     for name, v in (("tol", tol), ("cert_tol", cert_tol)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0 < v < 1):
-            raise InputError(f"{name} must be a number in (0, 1), got {v!r}")
-    sd = _numbers(_per_problem(seeds, "seeds", 0), "seeds", integer=True)
-    if any(not (-2**63 <= int(s) < 2**63) for s in sd):
-        raise InputError("seeds must fit in 64 bits")
-    lams = [_numbers(_per_problem(v, n, getattr(config, n)), n)
+        if schema.check_tol(v, name) >= 1:  # both are relative: 1 or more accepts anything
+            raise InputError(f"{name} must be < 1, got {v!r}")
+    sd = [schema.check_seed(s, "seeds") for s in _per_problem(seeds, "seeds", 0)]
+    lams = [[schema.check_number(x, n) for x in _per_problem(v, n, getattr(config, n))]
             for n, v in (("lambda_w", lambda_w), ("lambda_h", lambda_h), ("lambda_b", lambda_b))]
     B = _broadcast({"distributions": dists, "seeds": sd, "lambda_w": lams[0],
                     "lambda_h": lams[1], "lambda_b": lams[2]})
@@ -221,24 +204,7 @@ def validate(distributions, config: UFMConfig, seeds, tol, cert_tol, lambda_w=No
 
 
 def _check_int(name, v, lo):
-    if not _is_int(v) or v < lo:
-        raise InputError(f"{name} must be an integer >= {lo}, got {v!r}")
-    return int(v)
-
-
-def _check_memory(T_pad: int, K: int, d: int, slots: int) -> None:
-    """Refuse a problem whose working set cannot fit in this machine's memory."""
-    r = min(d, K)
-    per_slot = 8 * (T_pad * (12 * K + 10 * d + 3 * r * r) + 4 * K * d)
-    need = per_slot * slots
-    try:
-        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return
-    if need > avail:
-        raise InputError(f"this problem needs about {need / 2**30:.3g} GiB of working memory "
-                         f"(T = {T_pad}, K = {K}, d = {d}, {slots} at once), more than this "
-                         f"machine's {avail / 2**30:.3g} GiB")
+    return schema.check_int(v, name, low=lo)
 
 
 # -- problems: reduction of repeated rows, starting points ----------------------------------------
@@ -455,8 +421,10 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
     slots = _default_slots(devs[0].platform, placer.n) if batch_size is None else \
         _check_int("batch_size", batch_size, 1)
     K, d = req.dists[0].num_classes, req.config.dim
-    _check_memory(bucket_rows(max(x.num_sets for x in req.dists)), K, d,
-                  min(slots, len(req.dists)))
+    n_at_once = min(slots, len(req.dists))
+    schema.check_memory(schema.estimate_solve_bytes(
+        K, bucket_rows(max(x.num_sets for x in req.dists)), d, n_at_once),
+        f"solving {n_at_once} problem(s) at once with K = {K}, dim = {d}")
     with jax.enable_x64(True):
         probs, backs = _problems(req, init, init_scale)
         bar, update = _progress_bar(len(probs), progress)

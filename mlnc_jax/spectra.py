@@ -39,6 +39,7 @@ from .certificate import collapse_threshold
 from .errors import InputError
 from .labels import LabelDistribution
 from .losses import LOSSES, get_loss
+from .schema import check_has_labels, check_memory, estimate_spectrum_bytes
 
 __all__ = [
     "SpectrumArrays", "LabelSpectrum", "contrast_basis", "class_frequencies",
@@ -236,6 +237,9 @@ def label_spectrum(dist: LabelDistribution) -> LabelSpectrum:
         raise InputError(f"expected a LabelDistribution, got {type(dist).__name__}")
     if dist.num_classes < 2:
         raise InputError("label spectra need at least K = 2 classes")
+    check_has_labels(dist, "label spectra")
+    check_memory(estimate_spectrum_bytes(dist.num_classes, dist.num_sets),
+                 f"the label spectrum of K = {dist.num_classes} classes")
     dist = _support_only(dist)
     a = spectrum_arrays(np.asarray(dist.label_sets, dtype=np.float64),
                         np.asarray(dist.weights, dtype=np.float64))

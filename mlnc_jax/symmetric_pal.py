@@ -34,6 +34,7 @@ import numpy as np
 
 from .certificate import collapse_gradients
 from .errors import InputError
+from .schema import check_has_labels
 from .labels import LabelDistribution
 from .losses import get_loss, pal, pal_normalized
 from .ufm import ClosedForm, UFMConfig, UFMParams
@@ -199,6 +200,7 @@ def symmetric_pal(dist: LabelDistribution, config: UFMConfig, *, tol: float = 1e
     K = dist.num_classes
     if K < 2:
         raise InputError("the symmetric PAL closed form needs K >= 2 classes")
+    check_has_labels(dist, "the symmetric PAL closed form")
     ok, reason = is_symmetric(dist, tol)
     if not ok:
         raise InputError(f"no closed form for loss {config.loss!r}: not symmetric: {reason}")

@@ -13,16 +13,14 @@ Papers that write `λ_H/2 ‖H‖²` without the `1/N` (Zhu et al. 2021) use
 from __future__ import annotations
 
 import math
-import numbers
-import sys
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import InputError
 from .losses import Loss, get_loss, loss_name
+from .schema import check_int, check_lambdas
 
 __all__ = ["UFMConfig", "UFMParams", "objective", "per_sample_objective", "logits",
            "loss_terms", "loss_gradients", "padding_safe_labels", "init_params", "ClosedForm"]
@@ -44,20 +42,9 @@ class UFMConfig(NamedTuple):
 
     def validate(self) -> "UFMConfig":
         get_loss(self.loss)
-        if not isinstance(self.dim, numbers.Integral) or isinstance(self.dim, bool) or self.dim < 1:
-            raise InputError(f"dim must be an integer >= 1, got {self.dim!r}")
-        for name in ("lambda_w", "lambda_h", "lambda_b"):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
-        if self.lambda_w == 0 or self.lambda_h == 0:
-            raise InputError("lambda_w and lambda_h must be > 0 (without them the UFM has no minimiser)")
-        tau2 = float(self.lambda_w) * float(self.lambda_h)
-        if not (sys.float_info.min <= tau2 < math.inf):
-            raise InputError(f"lambda_w * lambda_h = {tau2:g} is not a normal float64 "
-                             "(the certificate divides by sqrt(lambda_w * lambda_h))")
-        return self._replace(dim=int(self.dim), lambda_w=float(self.lambda_w), lambda_h=float(self.lambda_h),
-                             lambda_b=float(self.lambda_b), bias=bool(self.bias))
+        dim = check_int(self.dim, "dim", low=1)
+        lw, lh, lb = check_lambdas(self.lambda_w, self.lambda_h, self.lambda_b)
+        return self._replace(dim=dim, lambda_w=lw, lambda_h=lh, lambda_b=lb, bias=bool(self.bias))
 
     @property
     def loss_record(self) -> Loss:

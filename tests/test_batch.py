@@ -144,13 +144,16 @@ def test_nonconverged_problems_are_reported_by_index():
     assert list(res.status) == ["not_converged"] * 5 and np.all(res.steps == 4)
 
 
-def test_progress_bar_counts_and_shows_the_residual(capsys):
-    res = solve_batch(_dists(), CFG, tol=1e-10, progress=True)
-    assert bool(np.all(res.certified))
+def test_progress_bar_counts_to_the_end_and_changes_nothing(capsys, pal_batch):
+    dists, seeds, quiet = pal_batch
+    res = solve_batch(dists, CFG, seeds=seeds, tol=1e-10, progress=True)
     err = capsys.readouterr().err
-    final = err.replace("\r", "\n").strip().splitlines()[-1]
-    assert "5/5" in final and "worst residual 0.0e+00" in final, final
-    assert "0/5" in err  # it started from zero
+    # the bar starts from zero and ends with every problem finished and no live residual
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "5/5" in last and "worst residual 0.0e+00" in last, last
+    assert "0/5" in err
+    for k in ("W", "H", "b", "objective", "residual", "certificate", "steps", "status"):
+        assert np.array_equal(np.asarray(getattr(res, k)), np.asarray(getattr(quiet, k))), k
 
 
 @pytest.mark.parametrize("kwargs,word", [

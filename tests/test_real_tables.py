@@ -40,3 +40,33 @@ def test_tables_match_label_matrices(name):
     np.testing.assert_allclose(d.weights, ref.weights, rtol=0, atol=1e-15)
     assert real_metadata(name)["num_samples"] == Y.shape[0]
     np.testing.assert_allclose(d.class_frequencies, Y.mean(0), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("name,K", [("bibtex", 159), ("delicious", 983)])
+def test_large_tables_match_their_label_matrices(name, K):
+    import json
+
+    from mlnc_jax.real_labels import load_labels
+
+    d = load_real(name)
+    meta = real_metadata(name)
+    assert d.num_classes == K == len(meta["class_names"])
+    assert meta["num_sets"] == meta["provenance"]["distinct_label_sets"] == d.num_sets
+    assert meta["num_samples"] == meta["provenance"]["N"]
+    assert load_labels(name).sets == d.sets  # `--labels bibtex` resolves to the table
+    src = _source()
+    assert json.loads((src / "SOURCES.json").read_text())[name]["distinct_label_sets"] == d.num_sets
+    with np.load(src / f"{name}_labels.npz") as f:
+        Y = f["labels"]
+    ref = LabelDistribution.from_label_matrix(Y)
+    assert d.sets == ref.sets
+    np.testing.assert_allclose(d.weights, ref.weights, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(d.class_frequencies, Y.mean(0), rtol=0, atol=1e-13)
+
+
+def test_shipped_tables_stay_small():
+    from importlib import resources
+
+    for p in resources.files("mlnc_jax.data").iterdir():
+        if p.name.endswith((".json", ".json.gz")):
+            assert len(p.read_bytes()) <= 2 * 2**20, p.name

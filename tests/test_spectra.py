@@ -103,11 +103,33 @@ def test_spectrum_to_json_exact_layout():
     assert "kappa_m" in table and "pal_normalized" in table
 
 
-def test_thresholds_reuse_certificate():
-    d = random_correlated(5, 3)
+def _per_sample_thresholds(Y):
+    """THEORY §3 collapse thresholds from a per-sample label matrix, in plain numpy:
+    `λ_max((1/N) Σ_i g⁰_i g⁰_iᵀ)` with `g⁰ = p − y` (mse, bce), `(m/m̄) p − y` (pal),
+    `E[y/m] − y/m` (pal_normalized)."""
+    Y = Y.astype(np.float64)
+    N = Y.shape[0]
+    p = Y.mean(0)
+    m = Y.sum(1)
+    G = {"mse": p - Y, "bce": p - Y, "pal": np.outer(m / p.sum(), p) - Y,
+         "pal_normalized": (Y / m[:, None]).mean(0) - Y / m[:, None]}
+    return {k: float(np.linalg.eigvalsh(g.T @ g / N)[-1]) for k, g in G.items()}
+
+
+def test_thresholds_match_an_independent_per_sample_computation():
+    # counts 1..T on the support of a random distribution, expanded to one row per sample
+    d0 = random_correlated(5, 3)
+    counts = np.arange(1, d0.num_sets + 1)
+    d = LabelDistribution.from_sets(d0.sets, counts, 5)
+    Y = np.repeat(np.asarray(d.label_sets), counts, axis=0)
+    want = _per_sample_thresholds(Y)
     spec = label_spectrum(d)
-    for loss in ("pal", "pal_normalized", "bce", "mse"):
-        assert spec.collapse_threshold[loss] == collapse_threshold(d, loss)
+    for loss, v in want.items():
+        assert spec.collapse_threshold[loss] == pytest.approx(v, rel=1e-12), loss
+        assert collapse_threshold(d, loss) == pytest.approx(v, rel=1e-12), loss
+    # check value (THEORY §1): all 2-subsets of K = 5 equally likely, C = m(K−m)/(K(K−1)) P
+    bal = balanced(5, {2: 1.0})
+    assert label_spectrum(bal).collapse_threshold["mse"] == pytest.approx(2 * 3 / 20, rel=1e-12)
 
 
 def _numpy_spectra(Y):

@@ -163,10 +163,9 @@ def test_is_symmetric_and_refusals():
     with pytest.raises(InputError, match="empty label set"):
         symmetric_pal(balanced(3, {0: 0.2, 1: 0.8}), UFMConfig("pal_normalized", 3, 0.05, 0.05))
     # error messages are one line
-    try:
+    with pytest.raises(InputError) as e:
         symmetric_pal(d, UFMConfig("pal", 4, 0.05, 0.05))
-    except InputError as e:
-        assert "\n" not in str(e)
+    assert "\n" not in str(e.value) and str(e.value).strip()
 
 
 def test_closed_form_dispatch_returns_closed_form():

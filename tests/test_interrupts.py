@@ -1,0 +1,137 @@
+"""Real signals to real processes: Ctrl-C (SIGINT) exits 130 with one line and no partial
+file, for `mlnc-jax solve`, `mlnc-jax sweep` and `python -m experiments`; a sweep killed with
+SIGKILL and rerun gives results bitwise equal to an uninterrupted run, and a second sweep on
+the same directory meanwhile is locked out."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlnc_jax import sweep as sw
+from mlnc_jax.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+# A shell runs background jobs with SIGINT ignored and children inherit that, so the child
+# restores Python's Ctrl-C handler first (in the child: a preexec_fn would run Python code
+# between fork and exec of this multithreaded process).
+_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+CLI = [sys.executable, "-c", _SIGINT + "from mlnc_jax.cli import console_main; console_main()"]
+EXPERIMENTS = [sys.executable, "-c", _SIGINT + "import runpy, sys; sys.argv[0] = 'experiments'; "
+               "runpy.run_module('experiments', run_name='__main__')"]
+
+
+def _popen(argv, cwd):
+    return subprocess.Popen(argv, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _cpu_seconds(pid) -> float:
+    """User + system CPU time of a live process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_computing(p, cpu_s, limit_s=120):
+    """Until the child has spent `cpu_s` CPU seconds: imports are done, it is computing."""
+    t0 = time.time()
+    while _cpu_seconds(p.pid) < cpu_s:
+        assert p.poll() is None, p.communicate()
+        assert time.time() - t0 < limit_s, "child never started computing"
+        time.sleep(0.2)
+
+
+SWEEP = {"distributions": [{"generator": "random_correlated", "num_classes": 4, "seed": {"range": [0, 4]}}],
+         "losses": ["mse", "pal"], "dim": 4, "lambda_w": [0.01], "lambda_h": 0.01, "seeds": [0],
+         "chunk_size": 2}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_ctrl_c_exits_130_with_one_line(tmp_path):
+    long_sweep = {"distributions": [{"generator": "random_correlated", "num_classes": 6,
+                                     "seed": {"range": [0, 40]}}],
+                  "losses": ["pal", "bce"], "dim": 6, "lambda_w": [0.001, 0.002, 0.003],
+                  "lambda_h": 0.001, "seeds": [0], "chunk_size": 8}
+    (tmp_path / "sweep.json").write_text(json.dumps(long_sweep))
+    for d in ("solve", "sweep", "exp"):
+        (tmp_path / d).mkdir()
+    procs = {
+        "solve": (_popen(CLI + ["solve", "--labels", "enron", "--loss", "pal", "--dim", "40",
+                                "--lambda-w", "1e-4", "--lambda-h", "1e-4", "--tol", "1e-14",
+                                "--out", str(tmp_path / "solve" / "r.npz")], tmp_path),
+                  "mlnc-jax: interrupted", 2.5),
+        "sweep": (_popen(CLI + ["sweep", "--config", str(tmp_path / "sweep.json"), "--no-progress",
+                                "--out", str(tmp_path / "sweep" / "o")], tmp_path),
+                  "mlnc-jax: interrupted", 2.5),
+        "experiments": (_popen(EXPERIMENTS + ["--quick",
+                                "--results-dir", str(tmp_path / "exp" / "res"),
+                                "--figures-dir", str(tmp_path / "exp" / "figs")], ROOT),
+                        "python -m experiments: interrupted", 3.5),
+    }
+    for name, (p, _, cpu) in procs.items():
+        _wait_computing(p, cpu)
+        p.send_signal(signal.SIGINT)
+    for name, (p, line, _) in procs.items():
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 130, (name, p.returncode, err[-2000:])  # not -11 (segfault)
+        assert "Traceback" not in err and "Fatal Python error" not in err, (name, err[-2000:])
+        assert err.strip().splitlines()[-1] == line, (name, err[-500:])
+    assert list((tmp_path / "solve").iterdir()) == []  # no result, no temporary
+    o = tmp_path / "sweep" / "o"
+    assert not [f for f in os.listdir(o) if "tmp" in f]
+    for f in o.glob("chunk-*.json"):  # every chunk marked complete is complete
+        assert sw.chunk_problem(o, int(f.stem[6:]), json.loads((o / "manifest.json").read_text())) is None
+    for f in (tmp_path / "exp").rglob("*"):
+        assert "tmp" not in f.name, f
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_sigkill_then_rerun_is_bitwise_equal_and_locked_meanwhile(tmp_path, capsys):
+    (tmp_path / "s.json").write_text(json.dumps(SWEEP))
+    killed, ref = tmp_path / "killed", tmp_path / "ref"
+    argv = lambda out: CLI + ["sweep", "--config", str(tmp_path / "s.json"), "--out", str(out), "--no-progress"]
+    a = _popen(argv(killed), tmp_path)
+    r = _popen(argv(ref), tmp_path)
+    t0 = time.time()
+    while not (killed / "chunk-00000.json").exists():
+        assert a.poll() is None, a.communicate()
+        assert time.time() - t0 < 300
+        time.sleep(0.05)
+    # meanwhile a second sweep on the same directory is refused, naming the holder
+    code = main(["sweep", "--config", str(tmp_path / "s.json"), "--out", str(killed), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"another sweep (PID {a.pid})" in err and len(err.splitlines()) == 1
+    time.sleep(random.uniform(0.0, 1.0))  # land the kill at some point of a later chunk
+    a.send_signal(signal.SIGKILL)
+    a.communicate(timeout=60)
+    n_done = len(list(killed.glob("chunk-*.json")))
+    manifest = json.loads((killed / "manifest.json").read_text())
+    assert 1 <= n_done < len(manifest["chunks"]), "the sweep finished before it was killed"
+    (killed / ".chunk-00007.npz.tmp999999").write_bytes(b"half")  # what a kill can leave
+    rerun = subprocess.run(argv(killed), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{n_done} already done" in rerun.stdout or "recomputed" in rerun.stdout, rerun.stdout
+    out_r, err_r = r.communicate(timeout=600)
+    assert r.returncode == 0, err_r[-2000:]
+    got, want = sw.load_sweep(killed), sw.load_sweep(ref)
+    assert got["missing_chunks"] == want["missing_chunks"] == []
+    assert set(got) == set(want)
+    for k in want:
+        if k in ("manifest", "missing_chunks"):
+            continue
+        assert np.array_equal(np.asarray(got[k]), np.asarray(want[k])), k  # bitwise
+    np.testing.assert_array_equal(got["problem"], np.arange(len(manifest["problems"])))
+    assert not [f for f in os.listdir(killed) if "tmp" in f]
+    shutil.rmtree(killed)
