@@ -229,6 +229,8 @@ def plot(a, meta):
         ax.set_xticks(widths, [str(w) for w in widths])
         ax.set_xticks([], minor=True)
         ax.axhline(0.05, color="0.5", lw=0.8, ls=":")
+        lo = np.nanmin([a["gram_h_error"][i], a["gram_w_error"][i]])
+        ax.set_ylim(bottom=lo / 30)                      # room for the note below the lines
         gaps = ", ".join(f"{loss} {a['objective_gap'][i, j, -1]:.1e}"
                          for j, loss in enumerate(losses))
         log_ticks_note(ax, f"F_net − F*_UFM at width {wmax}: {gaps}\n(≥ 0 everywhere: "
