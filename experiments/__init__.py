@@ -11,4 +11,5 @@ FIGURES = (
     "phase_diagram",
     "real_labels",
     "symmetric_pal",
+    "network_vs_ufm",
 )

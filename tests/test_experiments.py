@@ -1,4 +1,4 @@
-"""`python -m experiments --quick` regenerates all six figures from results files."""
+"""`python -m experiments --quick` regenerates all seven figures from results files."""
 
 import json
 import os
@@ -39,6 +39,12 @@ def test_quick_run_writes_results_and_figures(tmp_path):
     with np.load(res / "symmetric_pal.npz") as a:
         rel = np.abs(a["pal_solver_objective"] - a["pal_predicted_objective_at_solver"])
         assert np.max(rel / np.abs(a["pal_predicted_objective_at_solver"])) <= 1e-9  # THEORY §5
+    meta = json.loads((res / "network_vs_ufm.json").read_text())
+    assert all(meta["ufm_certified"].values())                               # THEORY §2c
+    with np.load(res / "network_vs_ufm.npz") as a:
+        tol = 1e-9 * np.abs(a["ufm_objective"])          # λ_θ = 0: F_net ≥ F(means) ≥ F*
+        assert np.all(a["net_objective"] >= a["means_objective"] - 1e-12)
+        assert np.all(a["means_objective"] >= a["ufm_objective"] - tol)
 
 
 def test_bad_figure_name_is_one_line_error(tmp_path):
