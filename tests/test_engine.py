@@ -193,7 +193,7 @@ def test_tol_and_cert_tol_are_checked():
     for bad in (0.0, -1.0, float("inf"), float("nan"), 1.0, True, "1e-8"):
         with pytest.raises(InputError, match="tol"):
             mj.solve(d, mj.UFMConfig("mse", 3, 1e-2, 1e-2), tol=bad)
-    with pytest.raises(InputError, match="normal float64"):
+    with pytest.raises(InputError, match="not a normal positive float64"):
         mj.solve(d, mj.UFMConfig("mse", 3, 1e-320, 1e-320))
 
 
