@@ -62,7 +62,7 @@ def compute(cfg: Config, progress=None):
         tau2 = np.geomspace(lo, hi, cfg.grid_points)
         lam = np.sqrt(tau2)
         for loss in ("mse", "pal"):  # the whole λ grid in one call
-            res = solve_grid(dist, UFMConfig(loss, cfg.dim, 1.0, 1.0), seeds=cfg.seed,
+            res = solve_grid([dist] * lam.size, UFMConfig(loss, cfg.dim, 1.0, 1.0), seeds=cfg.seed,
                              lambda_w=lam, lambda_h=lam, tol=cfg.tol)
             out[f"d{i}_{loss}_rank"] = np.array([_rank(W, cfg.rank_tol) for W in res.W])
             out[f"d{i}_{loss}_certificate"] = res.certificate

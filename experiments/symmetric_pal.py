@@ -68,7 +68,8 @@ def compute(cfg: Config, progress=None):
             out[f"{loss}_alpha{mm}"] = np.array([p.alpha[mm] if not p.collapsed else np.nan for p in pred])
         out[f"{loss}_threshold"] = np.asarray(thr)
         dots = np.geomspace(cfg.lambda_min * 1.3, lam_max * 0.97, cfg.solver_points)
-        res = solve_grid(dist, base, seeds=cfg.seed, lambda_w=dots, lambda_h=dots, tol=cfg.tol)
+        res = solve_grid([dist] * dots.size, base, seeds=cfg.seed, lambda_w=dots, lambda_h=dots,
+                         tol=cfg.tol)
         srho, salpha, pobj = [], {m: [] for m in MASS}, []
         for j, l in enumerate(dots):
             r = res.item(j)
