@@ -66,6 +66,8 @@ def solve_grid(distributions, config: UFMConfig, *, seeds=0, lambda_w=None, lamb
     per = lambda v: None if v is None else np.broadcast_to(np.asarray(v), (B,))[pick]
     if isinstance(init, UFMParams):
         init = UFMParams(*(np.asarray(a)[pick] for a in init))
+    elif isinstance(init, (list, tuple)):
+        init = [init[i] for i in pick]
     res = solve_batch([dists[i] for i in pick], config, seeds=per(seeds), tol=tol,
                       lambda_w=per(lambda_w), lambda_h=per(lambda_h), init=init,
                       max_steps=max_steps, progress=False, warn=False)
