@@ -7,7 +7,9 @@ import importlib
 import os
 import sys
 import time
+from pathlib import Path
 
+import jax
 from tqdm.auto import tqdm
 
 from . import FIGURES
@@ -21,8 +23,17 @@ def main(argv=None) -> int:
                     help=f"only these figures: {', '.join(FIGURES)}")
     ap.add_argument("--figures-dir", default="figures")
     ap.add_argument("--results-dir", default="results")
+    ap.add_argument("--compile-cache", default=None, metavar="DIR",
+                    help="persistent XLA compilation cache, reused by later runs (default: "
+                         "RESULTS_DIR/.xla_cache; 'off' to compile everything afresh)")
     args = ap.parse_args(argv)
     names = args.only or list(FIGURES)
+    if args.compile_cache != "off":
+        # compiling the solver's programs costs far more than these figures' solves: keep
+        # them on disk so that regenerating a figure does not compile them again
+        cache = Path(args.compile_cache or Path(args.results_dir) / ".xla_cache")
+        jax.config.update("jax_compilation_cache_dir", str(cache.resolve()))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     t0 = time.perf_counter()
     bar = tqdm(names, desc="figures", unit="fig", file=sys.stderr)
     for name in bar:

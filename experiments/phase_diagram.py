@@ -15,7 +15,8 @@ import numpy as np
 from mlnc_jax import UFMConfig, collapse_threshold, mse_closed_form, random_correlated
 from mlnc_jax.real_labels import load_real
 
-from ._common import LOSS_COLORS, fast_solve, log_ticks_note
+from ._common import (LOSS_COLORS, certified_note, log_ticks_note, not_certified, solve_grid,
+                      verdicts)
 
 NAME = "phase_diagram"
 
@@ -51,7 +52,7 @@ def _rank(W, tol):
 
 
 def compute(cfg: Config, progress=None):
-    out, names = {}, []
+    out, names, bad = {}, [], []
     for i, (name, dist) in enumerate(_dists(cfg).items()):
         names.append(name)
         eig = mse_closed_form(dist, UFMConfig("mse", cfg.dim, 1.0, 1.0)).eigenvalues
@@ -59,25 +60,22 @@ def compute(cfg: Config, progress=None):
         lo = min(eig[eig > 1e-12].min(), thr) * 0.3
         hi = max(eig.max(), thr) * 3
         tau2 = np.geomspace(lo, hi, cfg.grid_points)
-        ranks = {"mse": [], "pal": []}
-        rho = {"mse": [], "pal": []}
-        cf_rank = []
-        for t2 in tau2:
-            lam = float(np.sqrt(t2))
-            for loss in ("mse", "pal"):
-                r = fast_solve(dist, UFMConfig(loss, cfg.dim, lam, lam), seed=cfg.seed, tol=cfg.tol)
-                ranks[loss].append(_rank(r.W, cfg.rank_tol))
-                rho[loss].append(float(r.certificate))
-            cf_rank.append(mse_closed_form(dist, UFMConfig("mse", cfg.dim, lam, lam)).rank)
+        lam = np.sqrt(tau2)
+        for loss in ("mse", "pal"):  # the whole λ grid in one call
+            res = solve_grid([dist] * lam.size, UFMConfig(loss, cfg.dim, 1.0, 1.0), seeds=cfg.seed,
+                             lambda_w=lam, lambda_h=lam, tol=cfg.tol)
+            out[f"d{i}_{loss}_rank"] = np.array([_rank(W, cfg.rank_tol) for W in res.W])
+            out[f"d{i}_{loss}_certificate"] = res.certificate
+            out[f"d{i}_{loss}_grad_norm"] = res.grad_norm
+            out.update(verdicts(res, f"d{i}_{loss}_"))
+            bad += not_certified(res, f"{name}, {loss}", [f"τ² = {t:.3g}" for t in tau2])
         out[f"d{i}_tau2"] = tau2
         out[f"d{i}_eigenvalues"] = eig
         out[f"d{i}_pal_threshold"] = np.asarray(thr)
         out[f"d{i}_mse_threshold"] = np.asarray(collapse_threshold(dist, "mse"))
-        out[f"d{i}_closed_form_rank"] = np.asarray(cf_rank)
-        for loss in ("mse", "pal"):
-            out[f"d{i}_{loss}_rank"] = np.asarray(ranks[loss])
-            out[f"d{i}_{loss}_certificate"] = np.asarray(rho[loss])
-    return out, {"distributions": names, "seed": cfg.seed}
+        out[f"d{i}_closed_form_rank"] = np.asarray(
+            [mse_closed_form(dist, UFMConfig("mse", cfg.dim, float(l), float(l))).rank for l in lam])
+    return out, {"distributions": names, "seed": cfg.seed, "not_certified": bad}
 
 
 def plot(a, meta):
@@ -101,8 +99,10 @@ def plot(a, meta):
         agree = np.mean(a[f"d{i}_mse_rank"] == a[f"d{i}_closed_form_rank"])
         beyond = tau2 > thr
         pal_ok = np.all(a[f"d{i}_pal_rank"][beyond] == 0) if beyond.any() else True
+        cert = np.concatenate([a[f"d{i}_mse_certified"], a[f"d{i}_pal_certified"]])
         log_ticks_note(ax, f"MSE solver rank = closed form at {agree:.0%} of points\n"
-                           f"PAL rank 0 beyond its threshold: {'yes' if pal_ok else 'NO'}",
+                           f"PAL rank 0 beyond its threshold: {'yes' if pal_ok else 'NO'}\n"
+                           f"{certified_note(cert)}",
                        loc=(0.02, 0.03))
         ax.set(xscale="log", xlabel="λW·λH (= τ²)", ylabel="numerical rank of W",
                title=name)

@@ -15,8 +15,8 @@ One row per data set:
    (`mlnc_jax.synthesis`) are printed where they can be evaluated.
 
 Heatmap rows are the `heatmap_sets` heaviest sets (all when T is smaller), ordered by
-multiplicity, then lexicographically. Data sets with the same K are padded with zero-weight
-rows to a common number of sets, so the solver compiles once per (K, loss).
+multiplicity, then lexicographically. Data sets with the same K share one `solve_batch`
+call per loss.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from mlnc_jax.real_labels import load_real, real_metadata
 from mlnc_jax.spectra import label_spectrum
 from mlnc_jax.synthesis import synthesis_report
 
-from ._common import fast_solve
+from ._common import certified_note, not_certified, solve_grid
 
 NAME = "real_labels"
 EIG_FLOOR = 1e-6
@@ -100,16 +100,20 @@ def _subset(dist, n):
 
 def compute(cfg: Config, progress=None):
     dists = {n: load_real(n) for n in cfg.datasets}
-    pad = {}
-    for d in dists.values():  # common number of rows per K: one compile per (K, loss)
-        pad[d.num_classes] = max(pad.get(d.num_classes, 0), d.num_sets)
+    sols, bad = {}, []
+    for K in sorted({d.num_classes for d in dists.values()}):  # one call per (K, loss)
+        names = [n for n, d in dists.items() if d.num_classes == K]
+        for loss in ("mse", "pal"):
+            config = UFMConfig(loss, max(K, cfg.min_dim), cfg.lambda_w, cfg.lambda_h)
+            res = solve_grid([dists[n] for n in names], config, seeds=cfg.seed, tol=cfg.tol)
+            bad += not_certified(res, loss, names)
+            sols.update({(n, loss): res.item(j) for j, n in enumerate(names)})
     out, info = {}, {"datasets": list(cfg.datasets), "seed": cfg.seed, "class_names": {},
                      "rule": {}, "num_sets": {}, "dim": {}, "provenance": {},
-                     "heatmap_sets": {}}
+                     "heatmap_sets": {}, "not_certified": bad}
     for i, (name, dist) in enumerate(dists.items()):
         K, T = dist.num_classes, dist.num_sets
         d = max(K, cfg.min_dim)
-        padded = dist.padded(pad[K]) if pad[K] > T else dist
         meta = real_metadata(name)
         info["class_names"][name] = meta["class_names"]
         info["provenance"][name] = meta["provenance"]
@@ -132,8 +136,8 @@ def compute(cfg: Config, progress=None):
         info["heatmap_sets"][name] = [list(dist.sets[int(r)]) for r in rows]
         # MSE: solver vs closed form
         config = UFMConfig("mse", d, cfg.lambda_w, cfg.lambda_h)
-        s = fast_solve(padded, config, seed=cfg.seed, tol=cfg.tol)
-        H = s.H[:T]
+        s = sols[name, "mse"]
+        H = s.H
         cf = mse_closed_form(dist, config)
         G, Gcf = H @ H.T, cf.gram_H
         out[pre + "mse_gram_error"] = np.asarray(_relfro(G, Gcf))
@@ -142,10 +146,11 @@ def compute(cfg: Config, progress=None):
         out[pre + "mse_gram"] = G[np.ix_(rows, rows)]
         out[pre + "mse_cf_gram"] = Gcf[np.ix_(rows, rows)]
         out[pre + "mse_rank"] = np.asarray(cf.rank)
-        out[pre + "mse_stats"] = np.array([s.grad_norm, s.certificate, s.fallback])
+        out[pre + "mse_stats"] = np.array([s.grad_norm, s.certificate, s.certified])
+        out[pre + "mse_status"] = np.asarray(s.status, dtype=str)
         # PAL: solver vs synthesis prediction
-        s = fast_solve(padded, config._replace(loss="pal"), seed=cfg.seed, tol=cfg.tol)
-        H = s.H[:T]
+        s = sols[name, "pal"]
+        H = s.H
         rep = synthesis_report(H, dist)
         pred, rule = _prediction(H, dist)
         info["rule"][name] = rule
@@ -161,7 +166,8 @@ def compute(cfg: Config, progress=None):
         for r in ("tagwise", "frequency_rule", "freefit"):
             out[pre + f"pal_{r}_residual"] = np.asarray(getattr(rep, f"{r}_residual"), dtype=float)
         out[pre + "pal_freefit_trivial"] = np.asarray(rep.freefit_trivial)
-        out[pre + "pal_stats"] = np.array([s.grad_norm, s.certificate, s.fallback])
+        out[pre + "pal_stats"] = np.array([s.grad_norm, s.certificate, s.certified])
+        out[pre + "pal_status"] = np.asarray(s.status, dtype=str)
     return out, info
 
 
@@ -251,7 +257,8 @@ def plot(a, meta):
                     f"W Wᵀ error {float(a[pre + 'mse_gram_w_error']):.1e}, objective gap "
                     f"{float(a[pre + 'mse_objective_gap']):.1e}; rank {int(a[pre + 'mse_rank'])}, "
                     f"d = {meta['dim'][name]}\n"
-                    f"solver ‖∇F‖ = {st[0]:.0e}, certificate ρ = {st[1]:.6f}")
+                    f"solver ‖∇F‖ = {st[0]:.0e}, certificate ρ = {st[1]:.6f} "
+                    f"({'certified' if st[2] else 'NOT certified'})")
         Gp, Gr = a[pre + "pal_gram"], a[pre + "pal_pred_gram"]
         vm = np.nanmax(np.abs(Gp))
         ax3, ax4 = fig.add_subplot(gs[i, 6]), fig.add_subplot(gs[i, 7])
@@ -265,7 +272,8 @@ def plot(a, meta):
         res = lambda x: "n/a (singletons missing)" if not np.isfinite(x[0]) else \
             f"{x[0]:.1e} (max {x[1]:.1e})"
         _below(ax3, f"relative Gram error of the prediction: {float(a[pre + 'pal_gram_error']):.1e}; "
-                    f"solver ‖∇F‖ = {ps[0]:.0e}, ρ = {ps[1]:.6f}\n"
+                    f"solver ‖∇F‖ = {ps[0]:.0e}, ρ = {ps[1]:.6f} "
+                    f"({'certified' if ps[2] else 'NOT certified'})\n"
                     f"median residual ‖h_S − ĥ_S‖/‖h_S‖ over {n_ok} sets with |S| ≥ 2 (max):\n"
                     f"   tag-wise {res(tw)};  frequency rule (§4) {res(fr)};\n"
                     f"   free fit on {{h_k}} ∪ {{Σ p_j h_j}} (§6) {res(ff)}\n"
@@ -274,6 +282,7 @@ def plot(a, meta):
     fig.suptitle(
         f"Real label distributions: label spectra (THEORY §1), MSE solver vs closed form (§4), "
         f"PAL solver vs synthesis prediction (§4, §6); λW = λH = {cfg['lambda_w']:g}, "
-        f"d = max(K, {cfg['min_dim']}); heatmap rows (and columns) ordered by multiplicity",
+        f"d = max(K, {cfg['min_dim']}); heatmap rows (and columns) ordered by multiplicity; "
+        f"{certified_note([a[f'd{i}_{l}_stats'][2] for i in range(n) for l in ('mse', 'pal')])}",
         fontsize=11)
     return fig

@@ -16,7 +16,8 @@ import numpy as np
 from mlnc_jax import UFMConfig, balanced
 from mlnc_jax.symmetric_pal import symmetric_pal
 
-from ._common import LOSS_COLORS, fast_solve, log_ticks_note
+from ._common import (LOSS_COLORS, certified_note, log_ticks_note, not_certified, solve_grid,
+                      verdicts)
 
 NAME = "symmetric_pal"
 MASS = {1: 0.5, 2: 0.3, 3: 0.2}
@@ -53,7 +54,7 @@ def _fit(W, H, dist):
 
 def compute(cfg: Config, progress=None):
     dist = balanced(cfg.num_classes, MASS)
-    out = {}
+    out, bad = {}, []
     for loss in ("pal", "pal_normalized"):
         base = UFMConfig(loss, cfg.dim, 1.0, 1.0)
         thr = symmetric_pal(dist, base).threshold
@@ -67,25 +68,28 @@ def compute(cfg: Config, progress=None):
             out[f"{loss}_alpha{mm}"] = np.array([p.alpha[mm] if not p.collapsed else np.nan for p in pred])
         out[f"{loss}_threshold"] = np.asarray(thr)
         dots = np.geomspace(cfg.lambda_min * 1.3, lam_max * 0.97, cfg.solver_points)
-        srho, salpha, sobj, pobj, scert = [], {m: [] for m in MASS}, [], [], []
-        for l in dots:
-            c = base._replace(lambda_w=float(l), lambda_h=float(l))
-            r = fast_solve(dist, c, seed=cfg.seed, tol=cfg.tol)
+        res = solve_grid([dist] * dots.size, base, seeds=cfg.seed, lambda_w=dots, lambda_h=dots,
+                         tol=cfg.tol)
+        srho, salpha, pobj = [], {m: [] for m in MASS}, []
+        for j, l in enumerate(dots):
+            r = res.item(j)
             rho, alpha = _fit(r.W, r.H, dist)
             srho.append(rho)
             for mm in MASS:
                 salpha[mm].append(alpha[mm] if rho > 1e-10 else np.nan)
-            sobj.append(float(r.objective))
-            pobj.append(symmetric_pal(dist, c).objective)
-            scert.append(float(r.certificate))
+            pobj.append(symmetric_pal(dist, base._replace(lambda_w=float(l), lambda_h=float(l))).objective)
         out[f"{loss}_solver_lambda"] = dots
         out[f"{loss}_solver_rho"] = np.array(srho)
         for mm in MASS:
             out[f"{loss}_solver_alpha{mm}"] = np.array(salpha[mm])
-        out[f"{loss}_solver_objective"] = np.array(sobj)
+        out[f"{loss}_solver_objective"] = res.objective
         out[f"{loss}_predicted_objective_at_solver"] = np.array(pobj)
-        out[f"{loss}_solver_certificate"] = np.array(scert)
-    return out, {"distribution": f"balanced(K={cfg.num_classes}, {MASS})", "seed": cfg.seed}
+        out[f"{loss}_solver_certificate"] = res.certificate
+        out[f"{loss}_solver_grad_norm"] = res.grad_norm
+        out.update(verdicts(res, f"{loss}_solver_"))
+        bad += not_certified(res, loss, [f"λ = {l:.4g}" for l in dots])
+    return out, {"distribution": f"balanced(K={cfg.num_classes}, {MASS})", "seed": cfg.seed,
+                 "not_certified": bad}
 
 
 def plot(a, meta):
@@ -119,7 +123,8 @@ def plot(a, meta):
         ax.set(xscale="log", xlabel="λ = λW = λH", ylabel="α_m  (h_S = α_m Σ_{k∈S} w_k)",
                title=f"{loss}: tag-wise averaging coefficients")
         ax.legend(loc="lower left", ncol=2, fontsize=7)
-    fig.suptitle(f"Symmetric setting of Li et al. (2024): {meta['distribution']}, d = {meta['config']['dim']}",
-                 fontsize=10)
+    cert = np.concatenate([a[f"{loss}_solver_certified"] for loss in ("pal", "pal_normalized")])
+    fig.suptitle(f"Symmetric setting of Li et al. (2024): {meta['distribution']}, d = {meta['config']['dim']}; "
+                 f"solver dots: {certified_note(cert)}", fontsize=10)
     fig.tight_layout()
     return fig

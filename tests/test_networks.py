@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlnc_jax import LOSSES, LabelDistribution, UFMConfig, UFMParams, enable_x64, solve
+from mlnc_jax import LOSSES, LabelDistribution, UFMConfig, UFMParams, solve
 from mlnc_jax import networks as nw
 from mlnc_jax.errors import InputError
 from mlnc_jax.ufm import per_sample_objective
 
-enable_x64()
+jax.config.update("jax_enable_x64", True)
 
 SETS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1]], dtype=np.uint8)
 
