@@ -20,7 +20,8 @@ A record is callable: `loss(z, y)` is `ℓ(z, y)` for one label set.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -31,10 +32,12 @@ from .errors import InputError
 __all__ = ["Loss", "LOSSES", "pal", "pal_normalized", "bce", "mse", "get_loss", "loss_name"]
 
 
-class Loss(NamedTuple):
+@dataclass(frozen=True, eq=False)
+class Loss:
     """A multi-label loss and what the solver, certificate and theory need of it.
 
-    Hashable (a jit static argument). Build your own with `Loss.from_function`.
+    Immutable and hashable by identity (a jit static argument; `jax.jit(mj.pal)` works
+    too). Build your own with `Loss.from_function`.
     """
 
     name: str
@@ -76,22 +79,17 @@ class Loss(NamedTuple):
             l, g = vg(Z, Y)
             return l, g, hess(Z, Y)
 
-        return Loss(str(name), derivatives, _dense_matvec, _dense_congruence, bool(convex),
-                    ignored_directions or _no_directions, _numeric_collapse_bias(derivatives),
-                    None, minimiser_error or _always, domain_error or _always)._finish()
-
-    def _finish(self) -> "Loss":
-        if self.collapse_gradients is not None:
-            return self
-        loss = self
+        bias = _numeric_collapse_bias(derivatives)
 
         def collapse_gradients(Y, w):
-            b0 = loss.collapse_bias(Y, w)
+            b0 = bias(Y, w)
             with jax.enable_x64(True):
                 Z = jnp.broadcast_to(jnp.asarray(b0), np.shape(Y))
-                return np.asarray(loss.derivatives(Z, jnp.asarray(Y, Z.dtype))[1])
+                return np.asarray(derivatives(Z, jnp.asarray(Y, Z.dtype))[1])
 
-        return self._replace(collapse_gradients=collapse_gradients)
+        return Loss(str(name), derivatives, _dense_matvec, _dense_congruence, bool(convex),
+                    ignored_directions or _no_directions, bias, collapse_gradients,
+                    minimiser_error or _always, domain_error or _always)
 
     def __repr__(self) -> str:
         return f"Loss({self.name!r})"

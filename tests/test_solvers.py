@@ -204,7 +204,7 @@ def test_solve_result_fields(solve_cached):
         (UFMConfig("mse", 4, 1e-2, -1e-2), "lambda_h"),
         (UFMConfig("mse", 4, 1e-2, 1e-2, -0.5), "lambda_b"),
         (UFMConfig("mse", 4, float("nan"), 1e-2), "lambda_w"),
-        (UFMConfig("mse", 4, 0.0, 1e-2), "lambda_w and lambda_h must be > 0"),
+        (UFMConfig("mse", 4, 0.0, 1e-2), "lambda_w must be > 0"),
         (UFMConfig("hinge", 4, 1e-2, 1e-2), "unknown loss 'hinge'"),
     ],
 )

@@ -26,7 +26,8 @@ def _fake_solve_chunk(dists, config, seeds, tol):
     obj = np.array([config.lambda_w * 1000 + 10 * s + K for s in seeds], dtype=float)
     return {"W": np.ones((B, K, config.dim)), "H": np.zeros((B, T, config.dim)), "b": np.zeros((B, K)),
             "objective": obj, "grad_norm": np.zeros(B), "certificate": np.ones(B),
-            "converged": np.ones(B, bool), "steps": np.ones(B, int), "mask": np.ones((B, T), bool)}
+            "converged": np.ones(B, bool), "certified": np.ones(B, bool),
+            "steps": np.ones(B, int), "mask": np.ones((B, T), bool)}
 
 
 @pytest.fixture

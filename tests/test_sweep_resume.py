@@ -21,7 +21,8 @@ def _fake_solver(calls):
         B, T, K = len(dists), max(d.num_sets for d in dists), dists[0].num_classes
         return {"W": np.ones((B, K, config.dim)), "H": np.zeros((B, T, config.dim)), "b": np.zeros((B, K)),
                 "objective": np.arange(B, dtype=float), "grad_norm": np.zeros(B),
-                "certificate": np.ones(B), "converged": np.ones(B, bool), "steps": np.ones(B, int),
+                "certificate": np.ones(B), "converged": np.ones(B, bool),
+                "certified": np.ones(B, bool), "steps": np.ones(B, int),
                 "mask": np.ones((B, T), bool)}
     return solve_chunk
 
