@@ -1,0 +1,372 @@
+"""Derivatives of the certified optimum (THEORY §8): `jax.grad`, `jacfwd`, `jacrev`, `vmap`.
+
+`optimum(dist, config)` runs the certified solve (`mlnc_jax.solve`) and returns the
+rotation-invariant quantities of the minimiser as JAX arrays that every transformation goes
+through, with respect to `dist.weights` and the `λ`'s (`config.lambda_w`, `lambda_h`,
+`lambda_b` given as JAX scalars, or the `lambda_*` keyword arguments):
+
+* `objective` F* (its derivative is the envelope formula of §8),
+* `gram_W = W Wᵀ` `[K, K]`, `gram_H = H Hᵀ` `[T, T]` (unweighted prototype Gram),
+* `logits` `z_s = W h_s + b` `[T, K]` and `bias` `b` `[K]`, both with the directions the loss
+  ignores projected out (PAL: centred, `z − mean(z)1`, since `b + c1` is a symmetry),
+* `W`, `H`, `b` themselves (see *gauge* below).
+
+**Weights.** The solve uses `π = w / Σw`: derivatives with respect to `dist.weights` chain
+through this normalisation, so `Σ_s w_s ∂q/∂w_s = 0`. Zero weights (padding rows) stay out of
+the problem. `dist.label_sets` are data, never differentiated.
+
+**How.** A `jax.custom_jvp` around the minimiser `x* = (W, U, b)`, `U_s = √π_s h_s` (the Newton
+core's variables): the primal is the certified host solve (`jax.pure_callback`; sequential
+under `vmap`), refused unless certified; the tangent solves `∇²F · ẋ = −∂_θ∇F · θ̇` with
+`jax.lax.custom_linear_solve` (so `jacfwd`, and by transposition `grad`/`jacrev`, work). The
+solve eliminates the prototype blocks `λ_H I + Wᵀ∇²ℓ_s W` exactly (the Newton core's
+structure) and runs conjugate gradients on the `(W, b)` Schur complement; Hessian products
+are forward-over-gradient autodiff of `mlnc_jax.newton.value_grad`.
+
+**Gauge.** `∇²F` is singular along the rotations `(WQ, UQ)` (and `b + c1` for PAL), and both
+sides of the system are orthogonal to them, so CG started at zero returns the solution whose
+`(W, b)` part is orthogonal to the symmetry orbit: `Wᵀ Ẇ` is symmetric (and `1ᵀḃ = 0` for PAL).
+Derivatives of `W`, `H`, `b` are those of this *horizontal* motion of the returned
+representative; a re-solve at a nearby θ may return a rotated one, so compare them with
+finite differences only after Procrustes alignment. Invariant quantities do not depend on
+the gauge.
+
+**Rank changes.** Where an eigenvalue of `G Gᵀ` crosses `λ_W λ_H` (a collapse threshold) the
+optimum is not differentiable. The forward pass measures the gap `δ` (§8): with `r` the rank
+of `W`, `δ = min(1 − e_{r+1}/(λ_W λ_H), σ_r(W)²/λ_H)` (`e_{r+1}` the largest inactive
+eigenvalue of `GᵀG`, `σ_r(W)` the smallest non-zero singular value of `W`; both are the
+relative distance to the threshold, exactly so for MSE) and raises `RankChangeError` naming
+it when `δ < rank_gap_tol`.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import InputError, NotCertifiedError, RankChangeError
+from .labels import LabelDistribution
+from .losses import Loss
+from .newton import Problem, value_grad
+from .ufm import UFMConfig
+
+__all__ = ["Optimum", "optimum", "tagwise_residuals", "simplex_etf_distance", "is_traced"]
+
+
+class Optimum(NamedTuple):
+    """The certified optimum's invariants (module docstring), JAX float64 arrays.
+
+    `W`, `H`, `b` carry the horizontal gauge's derivatives; `residual`, `certificate`,
+    `gap` (the rank gap δ), `steps` describe the forward solve and carry no derivative.
+    """
+
+    objective: jax.Array
+    gram_W: jax.Array
+    gram_H: jax.Array
+    logits: jax.Array
+    bias: jax.Array
+    W: jax.Array
+    H: jax.Array
+    b: jax.Array
+    residual: jax.Array
+    certificate: jax.Array
+    gap: jax.Array
+    steps: jax.Array
+
+
+def is_traced(*xs) -> bool:
+    """Whether any leaf of `xs` is a JAX tracer (inside `grad`, `jit`, `vmap`, ...)."""
+    return any(isinstance(l, jax.core.Tracer) for l in jax.tree_util.tree_leaves(xs))
+
+
+# -- the host side: the certified solve and the rank-gap check ---------------------------------
+
+
+class _Options(NamedTuple):
+    config: UFMConfig     # λ's are placeholders: the traced values arrive separately
+    seed: int
+    tol: float
+    cert_tol: float
+    max_steps: int
+    rank_gap_tol: float
+    init: Any
+
+
+def rank_gap(W, G_rows, lambda_w, lambda_h, rank_rtol: float = 1e-7):
+    """`(δ, r)`: the relative distance to a rank change (module docstring) and the rank of W."""
+    W = np.asarray(W, dtype=np.float64)
+    tau2 = lambda_w * lambda_h
+    sv = np.linalg.svd(W, compute_uv=False)
+    scale = max(float(sv[0]) if sv.size else 0.0, (lambda_h / lambda_w) ** 0.25)
+    r = int(np.sum(sv > rank_rtol * scale))
+    eigs = np.sort(np.linalg.eigvalsh(G_rows.T @ G_rows))[::-1]
+    gaps = []
+    if r < eigs.size:
+        gaps.append(1.0 - eigs[r] / tau2)
+    if r > 0:
+        gaps.append(sv[r - 1] ** 2 / lambda_h)
+    return (min(gaps) if gaps else math.inf), r
+
+
+def _host_solve(opts: _Options, Y, pi, lam):
+    """Certified `(W, U, b, info)` for one problem (numpy float64), or raise."""
+    from .solve import solve  # late: solve routes traced calls here
+
+    Y, pi, lam = (np.asarray(a, dtype=np.float64) for a in (Y, pi, lam))
+    K = Y.shape[1]
+    cfg = opts.config._replace(lambda_w=float(lam[0]), lambda_h=float(lam[1]),
+                               lambda_b=float(lam[2]))
+    dist = LabelDistribution(Y, pi, K)
+    res = solve(dist, cfg, seed=opts.seed, tol=opts.tol, cert_tol=opts.cert_tol,
+                max_steps=opts.max_steps, init=opts.init, warn=False)
+    if not bool(res.certified):
+        raise NotCertifiedError(
+            f"the solve at these weights/λ is not certified ({res.status}: {res.reason}); "
+            "derivatives of the optimum need a certified global minimiser")
+    W, H, b = (np.asarray(a, dtype=np.float64) for a in (res.W, res.H, res.b))
+    U = H * np.sqrt(pi)[:, None]
+    with jax.enable_x64(True):
+        z = H @ W.T + (b if cfg.bias else 0.0)
+        g = np.asarray(cfg.loss_record.derivatives(jnp.asarray(z), jnp.where(
+            jnp.asarray(pi > 0)[:, None], jnp.asarray(Y), 1.0))[1])
+    G = np.where((pi > 0)[:, None], g * np.sqrt(pi)[:, None], 0.0)
+    gap, r = rank_gap(W, G, cfg.lambda_w, cfg.lambda_h)
+    if gap < opts.rank_gap_tol:
+        raise RankChangeError(
+            f"the optimum is at a rank change (THEORY §8): W has rank {r} and the eigenvalue "
+            f"gap to λ_W λ_H = {cfg.lambda_w * cfg.lambda_h:.6g} is δ = {gap:.3g} < "
+            f"rank_gap_tol = {opts.rank_gap_tol:g}; the optimum is not differentiable here "
+            "(move λ or the weights away from the threshold)")
+    if not cfg.bias:
+        b = np.zeros(K)
+    info = np.array([float(res.residual), float(res.certificate), gap, float(res.steps)])
+    return W, U, b, info
+
+
+def _forward(opts: _Options, Y, pi, lam, K, T):
+    d = opts.config.dim
+    shapes = (jax.ShapeDtypeStruct((K, d), jnp.float64), jax.ShapeDtypeStruct((T, d), jnp.float64),
+              jax.ShapeDtypeStruct((K,), jnp.float64), jax.ShapeDtypeStruct((4,), jnp.float64))
+    if not is_traced(Y, pi, lam):  # eager: errors reach the caller as they are
+        return tuple(jnp.asarray(a) for a in _host_solve(opts, Y, pi, lam))
+    return jax.pure_callback(partial(_host_solve, opts), shapes, Y, pi, lam,
+                             vmap_method="sequential")
+
+
+# -- the implicit linear system ---------------------------------------------------------------
+
+
+def _grad_x(x, Y, pi, lam, loss: Loss, bias: bool):
+    W, U, b = x
+    _, gW, gU, gb, _, _ = value_grad(W, U, b, Problem(Y, pi, lam), loss, bias)
+    return gW, gU, gb
+
+
+def _dot(a, b):
+    return sum(jnp.sum(u * v) for u, v in zip(a, b))
+
+
+def _schur_solve(x, Y, pi, lam, loss: Loss, bias: bool, matvec, rhs, max_iter: int,
+                 rtol: float = 1e-13):
+    """`∇²F v = rhs`: prototype blocks eliminated exactly, CG on the `(W, b)` Schur complement
+    (started at zero: the solution orthogonal to the symmetry orbit in `(W, b)`)."""
+    W, U, b = x
+    lh = lam[1]
+    z = (U * jnp.where(pi > 0, 1.0 / jnp.sqrt(jnp.where(pi > 0, pi, 1.0)), 0.0)[:, None]) @ W.T
+    if bias:
+        z = z + b
+    mask = pi > 0
+    _, _, curv = loss.derivatives(z, jnp.where(mask[:, None], Y, 1.0))
+    curv = jax.tree_util.tree_map(
+        lambda c: jnp.where(mask.reshape(mask.shape + (1,) * (c.ndim - 1)), c, 0.0), curv)
+    # ∂²F/∂U_s² = λ_H I + Wᵀ ∇²ℓ_s W (π_s cancels), [T, d, d]
+    D = loss.hess_congruence(curv, W.T) + lh * jnp.eye(W.shape[1], dtype=W.dtype)
+    L = jnp.linalg.cholesky(D)
+
+    def Dinv(y):
+        t = jax.lax.linalg.triangular_solve(L, y[..., None], left_side=True, lower=True)
+        return jax.lax.linalg.triangular_solve(L, t, left_side=True, lower=True,
+                                               transpose_a=True)[..., 0]
+
+    zU = jnp.zeros_like(U)
+    bm = 1.0 if bias else 0.0
+
+    def schur(v):
+        vW, vb = v
+        u = -Dinv(matvec((vW, zU, vb))[1])
+        hW, _, hb = matvec((vW, u, vb))
+        return hW, hb * bm
+
+    rW, rU, rb = rhs
+    yU = Dinv(rU)
+    hW, _, hb = matvec((jnp.zeros_like(W), yU, jnp.zeros_like(b)))
+    s = (rW - hW, (rb - hb) * bm)
+    ss = _dot(s, s)
+    tol2 = (rtol ** 2) * ss
+
+    def cond(c):
+        k, _, _, _, rr = c
+        return (k < max_iter) & (rr > tol2) & (rr > 0)
+
+    def body(c):
+        k, xv, r, p, rr = c
+        Sp = schur(p)
+        pSp = _dot(p, Sp)
+        alpha = rr / jnp.where(pSp > 0, pSp, 1.0)
+        alpha = jnp.where(pSp > 0, alpha, 0.0)
+        xv = tuple(a + alpha * q for a, q in zip(xv, p))
+        r = tuple(a - alpha * q for a, q in zip(r, Sp))
+        rr1 = _dot(r, r)
+        beta = rr1 / jnp.maximum(rr, 1e-300)
+        p = tuple(a + beta * q for a, q in zip(r, p))
+        # a non-positive curvature direction (round-off in the null space): stop
+        k = jnp.where(pSp > 0, k + 1, max_iter)
+        return k, xv, r, p, rr1
+
+    x0 = (jnp.zeros_like(W), jnp.zeros_like(b))
+    _, (xW, xb), _, _, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0), x0, s, s, ss))
+    xU = Dinv(rU - matvec((xW, zU, xb))[1])
+    return xW, xU, xb
+
+
+def _make_xstar(opts: _Options, loss: Loss, bias: bool, K: int, T: int):
+    """`(Y, π, λ) ↦ (W, U, b, info)` with the implicit-function JVP of THEORY §8."""
+    max_iter = 4 * (K * opts.config.dim + K) + 100
+
+    @jax.custom_jvp
+    def xstar(Y, pi, lam):
+        return _forward(opts, Y, pi, lam, K, T)
+
+    @xstar.defjvp
+    def xstar_jvp(primals, tangents):
+        Y, pi, lam = primals
+        _, dpi, dlam = tangents
+        W, U, b, info = xstar(Y, pi, lam)
+        x = (W, U, b)
+        # −∂_θ ∇_x F · θ̇, linear in the tangents
+        _, dg = jax.jvp(lambda p, l: _grad_x(x, Y, p, l, loss, bias), (pi, lam), (dpi, dlam))
+        rhs = tuple(-a for a in dg)
+        matvec = lambda v: jax.jvp(lambda y: _grad_x(y, Y, pi, lam, loss, bias), (x,), (v,))[1]
+        solve = lambda mv, r: _schur_solve(x, Y, pi, lam, loss, bias, mv, r, max_iter)
+        dW, dU, db = jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True)
+        if not bias:
+            db = jnp.zeros_like(db)
+        return (W, U, b, info), (dW, dU, db, jnp.zeros_like(info))
+
+    return xstar
+
+
+# -- the public entry -------------------------------------------------------------------------
+
+
+def _ignored_projector(loss: Loss, K: int):
+    N = np.asarray(loss.ignored_directions(K), dtype=np.float64).reshape(-1, K)
+    if N.shape[0]:
+        N, _ = np.linalg.qr(N.T)  # orthonormal columns
+        return np.eye(K) - N @ N.T
+    return None
+
+
+def _lambdas(config: UFMConfig, lambda_w, lambda_h, lambda_b):
+    vals = [config.lambda_w if lambda_w is None else lambda_w,
+            config.lambda_h if lambda_h is None else lambda_h,
+            config.lambda_b if lambda_b is None else lambda_b]
+    return jnp.stack([jnp.asarray(v, dtype=jnp.float64).reshape(()) for v in vals])
+
+
+def _static_config(config: UFMConfig) -> UFMConfig:
+    """`config` validated with placeholder λ's (the traced values are checked on the host)."""
+    ph = {n: (getattr(config, n) if not is_traced(getattr(config, n)) else 1.0)
+          for n in ("lambda_w", "lambda_h", "lambda_b")}
+    try:
+        return config._replace(**{n: float(np.asarray(v)) for n, v in ph.items()}).validate()
+    except TypeError:
+        raise InputError("lambda_w, lambda_h, lambda_b must be scalars") from None
+
+
+def optimum(dist: LabelDistribution, config: UFMConfig, *, lambda_w=None, lambda_h=None,
+            lambda_b=None, seed: int = 0, tol: float = 1e-12, cert_tol: float = 1e-6,
+            max_steps: int = 500, init=None, rank_gap_tol: float = 1e-6) -> Optimum:
+    """The certified optimum's invariants, differentiable in `dist.weights` and the λ's.
+
+    `lambda_*` (default: the config's, which may themselves be JAX scalars) override the
+    config. `tol` is the solve's block-residual tolerance (tight by default: derivatives are
+    as accurate as the optimum); `rank_gap_tol` the smallest rank gap δ accepted (module
+    docstring). Needs float64 (`jax.config.update("jax_enable_x64", True)` or inside
+    `with jax.enable_x64(True):`). Raises `NotCertifiedError` when the solve is not
+    certified and `RankChangeError` at a rank change. See the module docstring.
+    """
+    if not isinstance(dist, LabelDistribution):
+        raise InputError(f"dist must be a LabelDistribution, got {type(dist).__name__}")
+    if not isinstance(config, UFMConfig):
+        raise InputError(f"config must be a UFMConfig, got {type(config).__name__}")
+    if jnp.asarray(1.0).dtype != jnp.float64:
+        raise InputError("derivatives of the optimum need float64: call "
+                         "jax.config.update('jax_enable_x64', True) or work inside "
+                         "`with jax.enable_x64(True):`")
+    cfg = _static_config(config)
+    loss, bias = cfg.loss_record, cfg.bias
+    lam = _lambdas(config, lambda_w, lambda_h, lambda_b)
+    Y = jnp.asarray(dist.label_sets, dtype=jnp.float64)
+    w = jnp.asarray(dist.weights, dtype=jnp.float64)
+    if Y.ndim != 2 or w.shape != Y.shape[:1]:
+        raise InputError(f"label_sets [T, K] and weights [T] expected, got {Y.shape}, {w.shape} "
+                         "(vmap over a batch of distributions rather than passing one)")
+    T, K = Y.shape
+    pi = w / jnp.sum(w)
+    opts = _Options(cfg, int(seed), float(tol), float(cert_tol), int(max_steps),
+                    float(rank_gap_tol), init)
+    W, U, b, info = _make_xstar(opts, loss, bias, K, T)(Y, pi, lam)
+    H = U * jnp.where(pi > 0, 1.0 / jnp.sqrt(jnp.where(pi > 0, pi, 1.0)), 0.0)[:, None]
+    f = value_grad(W, U, b, Problem(Y, pi, lam), loss, bias)[0]
+    z = H @ W.T + (b if bias else 0.0)
+    P = _ignored_projector(loss, K)
+    zc, bc = (z, b) if P is None else (z @ P, b @ P)
+    zc = jnp.where((pi > 0)[:, None], zc, 0.0)
+    return Optimum(f, W @ W.T, H @ H.T, zc, bc, W, H, b, info[0], info[1], info[2], info[3])
+
+
+# -- differentiable functionals of the invariants ----------------------------------------------
+
+
+def tagwise_residuals(gram_H, label_sets, weights=None):
+    """Relative tag-wise averaging residuals `‖h_S − c_S v_S‖ / ‖h_S‖` (`v_S = mean_{k∈S} h_k`,
+    best scalar `c_S`; `mlnc_jax.synthesis` rule (a)) from the prototype Gram `H Hᵀ` alone, so
+    they are rotation-invariant and differentiable. `label_sets` must be concrete (it fixes
+    which rows are singletons). Returns `(residuals [n], rows [n])` for the sets with `|S| ≥ 2`
+    whose singletons are all in the support (rows with zero weight left out)."""
+    Y = np.asarray(label_sets) > 0.5
+    w = np.ones(Y.shape[0]) if weights is None else np.asarray(weights)
+    single = {int(np.flatnonzero(Y[s])[0]): s for s in range(Y.shape[0])
+              if Y[s].sum() == 1 and w[s] > 0}
+    rows, idx = [], []
+    for s in range(Y.shape[0]):
+        S = np.flatnonzero(Y[s]).tolist()
+        if w[s] > 0 and len(S) >= 2 and all(k in single for k in S):
+            rows.append(s)
+            idx.append([single[k] for k in S])
+    if not rows:
+        raise InputError("no label set with |S| >= 2 has all its singletons in the support")
+    A = np.zeros((len(rows), Y.shape[0]))  # v_S = A_S · H
+    for j, i in enumerate(idx):
+        A[j, i] = 1.0 / len(i)
+    A = jnp.asarray(A, dtype=gram_H.dtype)
+    rows_a = np.asarray(rows)
+    hh = gram_H[rows_a, rows_a]
+    hv = jnp.sum(A * gram_H[rows_a, :], -1)
+    vv = jnp.einsum("jt,tu,ju->j", A, gram_H, A)
+    r2 = 1.0 - hv * hv / (vv * hh)
+    return jnp.sqrt(jnp.maximum(r2, 0.0)), rows_a
+
+
+def simplex_etf_distance(gram_W):
+    """`‖W Wᵀ/‖W Wᵀ‖ − P/‖P‖‖_F²`, `P = I − 11ᵀ/K`: 0 exactly for a simplex ETF classifier."""
+    K = gram_W.shape[-1]
+    P = jnp.eye(K, dtype=gram_W.dtype) - 1.0 / K
+    G = gram_W / jnp.linalg.norm(gram_W)
+    return jnp.sum((G - P / jnp.linalg.norm(P)) ** 2)
