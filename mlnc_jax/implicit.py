@@ -55,14 +55,14 @@ from .losses import Loss
 from .newton import Problem, value_grad
 from .ufm import UFMConfig
 
-__all__ = ["Optimum", "optimum", "tagwise_residuals", "simplex_etf_distance", "is_traced"]
+__all__ = ["Optimum", "optimum", "traced_solve", "rank_gap", "tagwise_residuals", "simplex_etf_distance", "is_traced"]
 
 
 class Optimum(NamedTuple):
     """The certified optimum's invariants (module docstring), JAX float64 arrays.
 
     `W`, `H`, `b` carry the horizontal gauge's derivatives; `residual`, `certificate`,
-    `gap` (the rank gap δ), `steps` describe the forward solve and carry no derivative.
+    `gap` (the rank gap δ), `steps`, `grad_norm`, `seconds` describe the forward solve and carry no derivative.
     """
 
     objective: jax.Array
@@ -77,6 +77,8 @@ class Optimum(NamedTuple):
     certificate: jax.Array
     gap: jax.Array
     steps: jax.Array
+    grad_norm: jax.Array
+    seconds: jax.Array
 
 
 def is_traced(*xs) -> bool:
@@ -144,14 +146,15 @@ def _host_solve(opts: _Options, Y, pi, lam):
             "(move λ or the weights away from the threshold)")
     if not cfg.bias:
         b = np.zeros(K)
-    info = np.array([float(res.residual), float(res.certificate), gap, float(res.steps)])
+    info = np.array([float(res.residual), float(res.certificate), gap, float(res.steps),
+                     float(res.grad_norm), float(res.seconds)])
     return W, U, b, info
 
 
 def _forward(opts: _Options, Y, pi, lam, K, T):
     d = opts.config.dim
     shapes = (jax.ShapeDtypeStruct((K, d), jnp.float64), jax.ShapeDtypeStruct((T, d), jnp.float64),
-              jax.ShapeDtypeStruct((K,), jnp.float64), jax.ShapeDtypeStruct((4,), jnp.float64))
+              jax.ShapeDtypeStruct((K,), jnp.float64), jax.ShapeDtypeStruct((6,), jnp.float64))
     if not is_traced(Y, pi, lam):  # eager: errors reach the caller as they are
         return tuple(jnp.asarray(a) for a in _host_solve(opts, Y, pi, lam))
     return jax.pure_callback(partial(_host_solve, opts), shapes, Y, pi, lam,
@@ -169,6 +172,34 @@ def _grad_x(x, Y, pi, lam, loss: Loss, bias: bool):
 
 def _dot(a, b):
     return sum(jnp.sum(u * v) for u, v in zip(a, b))
+
+
+def _null_projector(W, loss: Loss, bias: bool, rtol: float = 1e-8):
+    """Orthogonal projector onto the null space of the `(W, b)` Schur complement: the
+    rotations `W A` (`A` skew), the bias directions the loss ignores (all of `b` without a
+    bias). Built from an SVD, so it follows the rank of `W` under `jit`."""
+    K, d = W.shape
+    iu, ju = np.triu_indices(d, 1)
+    E = np.zeros((iu.size, d, d))
+    E[np.arange(iu.size), iu, ju] = 1.0
+    E[np.arange(iu.size), ju, iu] = -1.0
+    nrm = jnp.sqrt(jnp.sum(W * W))
+    WE = jnp.einsum("kd,nde->nke", W / jnp.where(nrm > 0, nrm, 1.0), jnp.asarray(E, W.dtype))
+    rows = [jnp.concatenate([WE.reshape(iu.size, K * d), jnp.zeros((iu.size, K), W.dtype)], 1)]
+    Nb = np.eye(K) if not bias else np.asarray(loss.ignored_directions(K), dtype=np.float64)
+    Nb = Nb.reshape(-1, K)
+    if Nb.shape[0]:
+        rows.append(jnp.asarray(np.concatenate([np.zeros((Nb.shape[0], K * d)), Nb], 1), W.dtype))
+    M = jnp.concatenate(rows, 0)
+    _, sv, Vt = jnp.linalg.svd(M, full_matrices=False)
+    keep = (sv > rtol * jnp.maximum(sv[0], 1e-300)).astype(W.dtype)
+
+    def project(v):
+        flat = jnp.concatenate([v[0].reshape(-1), v[1]])
+        n = Vt.T @ (keep * (Vt @ flat))
+        return n[:K * d].reshape(K, d), n[K * d:]
+
+    return project
 
 
 def _schur_solve(x, Y, pi, lam, loss: Loss, bias: bool, matvec, rhs, max_iter: int,
@@ -196,40 +227,51 @@ def _schur_solve(x, Y, pi, lam, loss: Loss, bias: bool, matvec, rhs, max_iter: i
     zU = jnp.zeros_like(U)
     bm = 1.0 if bias else 0.0
 
+    null = _null_projector(W, loss, bias)
+    shift = lam[0] + 1.0  # any c > 0: S + c·P_null is definite and has the same solution
+
     def schur(v):
         vW, vb = v
         u = -Dinv(matvec((vW, zU, vb))[1])
         hW, _, hb = matvec((vW, u, vb))
-        return hW, hb * bm
+        nW, nb = null(v)
+        return hW + shift * nW, hb * bm + shift * nb
+
+    def horizontal(v):
+        nW, nb = null(v)
+        return v[0] - nW, v[1] - nb
 
     rW, rU, rb = rhs
     yU = Dinv(rU)
     hW, _, hb = matvec((jnp.zeros_like(W), yU, jnp.zeros_like(b)))
-    s = (rW - hW, (rb - hb) * bm)
+    s = horizontal((rW - hW, (rb - hb) * bm))
     ss = _dot(s, s)
     tol2 = (rtol ** 2) * ss
 
     def cond(c):
-        k, _, _, _, rr = c
-        return (k < max_iter) & (rr > tol2) & (rr > 0)
+        return ~c[-1]
 
     def body(c):
-        k, xv, r, p, rr = c
+        # a finished problem stays frozen (under vmap the loop runs until all are done)
+        k, xv, r, p, rr, done = c
         Sp = schur(p)
         pSp = _dot(p, Sp)
-        alpha = rr / jnp.where(pSp > 0, pSp, 1.0)
-        alpha = jnp.where(pSp > 0, alpha, 0.0)
+        ok = (pSp > 0) & ~done  # non-positive curvature: round-off in the null space, stop
+        alpha = jnp.where(ok, rr / jnp.where(ok, pSp, 1.0), 0.0)
         xv = tuple(a + alpha * q for a, q in zip(xv, p))
         r = tuple(a - alpha * q for a, q in zip(r, Sp))
-        rr1 = _dot(r, r)
-        beta = rr1 / jnp.maximum(rr, 1e-300)
+        rr1 = jnp.where(ok, _dot(r, r), rr)
+        beta = jnp.where(ok, rr1 / jnp.maximum(rr, 1e-300), 1.0)
         p = tuple(a + beta * q for a, q in zip(r, p))
-        # a non-positive curvature direction (round-off in the null space): stop
-        k = jnp.where(pSp > 0, k + 1, max_iter)
-        return k, xv, r, p, rr1
+        p = tuple(jnp.where(ok, a, q) for a, q in zip(p, c[3]))
+        k = k + 1
+        done = done | ~ok | (rr1 <= tol2) | (k >= max_iter)
+        return k, xv, r, p, rr1, done
 
     x0 = (jnp.zeros_like(W), jnp.zeros_like(b))
-    _, (xW, xb), _, _, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0), x0, s, s, ss))
+    _, (xW, xb), _, _, _, _ = jax.lax.while_loop(
+        cond, body, (jnp.asarray(0), x0, s, s, ss, (ss <= 0)))
+    xW, xb = horizontal((xW, xb))
     xU = Dinv(rU - matvec((xW, zU, xb))[1])
     return xW, xU, xb
 
@@ -291,11 +333,13 @@ def _static_config(config: UFMConfig) -> UFMConfig:
 
 def optimum(dist: LabelDistribution, config: UFMConfig, *, lambda_w=None, lambda_h=None,
             lambda_b=None, seed: int = 0, tol: float = 1e-12, cert_tol: float = 1e-6,
-            max_steps: int = 500, init=None, rank_gap_tol: float = 1e-6) -> Optimum:
+            max_steps: int = 500, init=None, rank_gap_tol: float = 1e-6,
+            normalize: bool = True) -> Optimum:
     """The certified optimum's invariants, differentiable in `dist.weights` and the λ's.
 
     `lambda_*` (default: the config's, which may themselves be JAX scalars) override the
-    config. `tol` is the solve's block-residual tolerance (tight by default: derivatives are
+    config. `normalize=False` uses the weights as given (as `solve` does with a concrete
+    distribution whose weights do not sum to one) instead of `π = w/Σw`. `tol` is the solve's block-residual tolerance (tight by default: derivatives are
     as accurate as the optimum); `rank_gap_tol` the smallest rank gap δ accepted (module
     docstring). Needs float64 (`jax.config.update("jax_enable_x64", True)` or inside
     `with jax.enable_x64(True):`). Raises `NotCertifiedError` when the solve is not
@@ -318,17 +362,32 @@ def optimum(dist: LabelDistribution, config: UFMConfig, *, lambda_w=None, lambda
         raise InputError(f"label_sets [T, K] and weights [T] expected, got {Y.shape}, {w.shape} "
                          "(vmap over a batch of distributions rather than passing one)")
     T, K = Y.shape
-    pi = w / jnp.sum(w)
+    pi = w / jnp.sum(w) if normalize else w
     opts = _Options(cfg, int(seed), float(tol), float(cert_tol), int(max_steps),
                     float(rank_gap_tol), init)
     W, U, b, info = _make_xstar(opts, loss, bias, K, T)(Y, pi, lam)
+    info = jax.lax.stop_gradient(info)
     H = U * jnp.where(pi > 0, 1.0 / jnp.sqrt(jnp.where(pi > 0, pi, 1.0)), 0.0)[:, None]
     f = value_grad(W, U, b, Problem(Y, pi, lam), loss, bias)[0]
     z = H @ W.T + (b if bias else 0.0)
     P = _ignored_projector(loss, K)
     zc, bc = (z, b) if P is None else (z @ P, b @ P)
     zc = jnp.where((pi > 0)[:, None], zc, 0.0)
-    return Optimum(f, W @ W.T, H @ H.T, zc, bc, W, H, b, info[0], info[1], info[2], info[3])
+    return Optimum(f, W @ W.T, H @ H.T, zc, bc, W, H, b, info[0], info[1], info[2], info[3],
+                   info[4], info[5])
+
+
+def traced_solve(dist: LabelDistribution, config: UFMConfig, seed=0, tol: float = 1e-10, *,
+                 init=None, max_steps: int = 500, cert_tol: float = 1e-6):
+    """`solve` when `dist.weights` or the config's λ's are JAX tracers: a `SolveResult`
+    whose `W`, `H`, `b`, `objective` are JAX arrays carrying the derivatives of `optimum`
+    (weights normalised, horizontal gauge for `W`, `H`, `b`; module docstring)."""
+    from .solve import SolveResult
+
+    o = optimum(dist, config, seed=seed, tol=tol, cert_tol=cert_tol, max_steps=max_steps,
+                init=init)
+    return SolveResult(o.W, o.H, o.b, o.objective, o.grad_norm, o.residual, o.certificate,
+                       True, True, "certified", "", o.steps, o.seconds, None)
 
 
 # -- differentiable functionals of the invariants ----------------------------------------------

@@ -124,6 +124,11 @@ def batch_grid(distributions, lambda_w, lambda_h, seeds=(0,)) -> BatchGrid:
                      idx, shape)
 
 
+def _traced(*xs) -> bool:
+    """Weights or λ's given as JAX tracers: the differentiable path (`mlnc_jax.implicit`)."""
+    return any(isinstance(l, jax.core.Tracer) for l in jax.tree_util.tree_leaves(xs))
+
+
 # -- validation: one function for every entry point -------------------------------------------
 
 
@@ -436,6 +441,9 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
 
     Returns a `SolveResult` with a leading batch axis.
     """
+    if _traced(distributions, config, lambda_w, lambda_h, lambda_b):
+        raise InputError("solve_batch takes concrete inputs; to differentiate, apply jax.grad "
+                         "or jax.vmap to solve (or mlnc_jax.optimum) instead")
     t0 = time.perf_counter()
     req = validate(distributions, config, seeds, tol, cert_tol, lambda_w, lambda_h, lambda_b)
     max_steps = _check_int("max_steps", max_steps, 1)
@@ -480,11 +488,19 @@ def solve(dist: LabelDistribution, config: UFMConfig, seed: int = 0, tol: float 
           devices: Optional[Sequence] = None, warn: bool = True) -> SolveResult:
     """Solve one reduced UFM problem (THEORY §2): `solve_batch([dist], ...).item(0)`.
 
+    Under `jax.grad`/`jacfwd`/`jacrev`/`vmap` (weights or the config's λ's are tracers) it
+    returns the certified optimum with derivatives (`mlnc_jax.implicit.traced_solve`).
+
     `init` is None/"random", "mse" or `UFMParams(W [K, d], H [T, d], b [K])` (any float
     dtype; cast to float64). See `solve_batch` for the other arguments.
     """
     if not isinstance(dist, LabelDistribution):
         raise InputError(f"dist must be a LabelDistribution, got {type(dist).__name__}")
+    if _traced(dist, config):  # inside jax.grad / jacfwd / jacrev / vmap: THEORY §8
+        from .implicit import traced_solve
+
+        return traced_solve(dist, config, seed, tol, init=init, max_steps=max_steps,
+                            cert_tol=cert_tol)
     if init is not None and not isinstance(init, str):
         if not (isinstance(init, tuple) and len(init) == 3):
             raise InputError("init must be None, 'random', 'mse' or UFMParams(W, H, b)")
