@@ -11,4 +11,6 @@ FIGURES = (
     "phase_diagram",
     "real_labels",
     "symmetric_pal",
+    "sensitivity",
+    "inverse_design",
 )

@@ -13,7 +13,7 @@ through, with respect to `dist.weights` and the `λ`'s (`config.lambda_w`, `lamb
 
 **Weights.** The solve uses `π = w / Σw`: derivatives with respect to `dist.weights` chain
 through this normalisation, so `Σ_s w_s ∂q/∂w_s = 0`. Zero weights (padding rows) stay out of
-the problem. `dist.label_sets` are data, never differentiated.
+the problem. `loss_weights` (PAL) re-weight each set's loss term (`optimum`).
 
 **How.** A `jax.custom_jvp` around the minimiser `x* = (W, U, b)`, `U_s = √π_s h_s` (the Newton
 core's variables): the primal is the certified host solve (`jax.pure_callback`; sequential
@@ -287,11 +287,12 @@ def _make_xstar(opts: _Options, loss: Loss, bias: bool, K: int, T: int):
     @xstar.defjvp
     def xstar_jvp(primals, tangents):
         Y, pi, lam = primals
-        _, dpi, dlam = tangents
+        dY, dpi, dlam = tangents
         W, U, b, info = xstar(Y, pi, lam)
         x = (W, U, b)
-        # −∂_θ ∇_x F · θ̇, linear in the tangents
-        _, dg = jax.jvp(lambda p, l: _grad_x(x, Y, p, l, loss, bias), (pi, lam), (dpi, dlam))
+        # −∂_θ ∇_x F · θ̇, linear in the tangents (θ = label rows, π, λ)
+        _, dg = jax.jvp(lambda y, p, l: _grad_x(x, y, p, l, loss, bias), (Y, pi, lam),
+                        (dY, dpi, dlam))
         rhs = tuple(-a for a in dg)
         matvec = lambda v: jax.jvp(lambda y: _grad_x(y, Y, pi, lam, loss, bias), (x,), (v,))[1]
         solve = lambda mv, r: _schur_solve(x, Y, pi, lam, loss, bias, mv, r, max_iter)
@@ -334,11 +335,14 @@ def _static_config(config: UFMConfig) -> UFMConfig:
 def optimum(dist: LabelDistribution, config: UFMConfig, *, lambda_w=None, lambda_h=None,
             lambda_b=None, seed: int = 0, tol: float = 1e-12, cert_tol: float = 1e-6,
             max_steps: int = 500, init=None, rank_gap_tol: float = 1e-6,
-            normalize: bool = True) -> Optimum:
+            normalize: bool = True, loss_weights=None) -> Optimum:
     """The certified optimum's invariants, differentiable in `dist.weights` and the λ's.
 
     `lambda_*` (default: the config's, which may themselves be JAX scalars) override the
-    config. `normalize=False` uses the weights as given (as `solve` does with a concrete
+    config. `loss_weights` `[T]` (PAL only, differentiable) re-weights the loss of each
+    label set, `Σ_s π_s c_s ℓ(z_s, y_s) + λ_H/2 Σ_s π_s ‖h_s‖² + …` (the regulariser keeps
+    the sample weights): PAL is homogeneous in `y`, `c ℓ(z, y) = ℓ(z, c y)`, so this is PAL
+    on the label rows `c_s y_s`. `normalize=False` uses the weights as given (as `solve` does with a concrete
     distribution whose weights do not sum to one) instead of `π = w/Σw`. `tol` is the solve's block-residual tolerance (tight by default: derivatives are
     as accurate as the optimum); `rank_gap_tol` the smallest rank gap δ accepted (module
     docstring). Needs float64 (`jax.config.update("jax_enable_x64", True)` or inside
@@ -363,12 +367,21 @@ def optimum(dist: LabelDistribution, config: UFMConfig, *, lambda_w=None, lambda
                          "(vmap over a batch of distributions rather than passing one)")
     T, K = Y.shape
     pi = w / jnp.sum(w) if normalize else w
+    Y_loss = Y
+    if loss_weights is not None:
+        if loss.name != "pal":
+            raise InputError(f"loss_weights need the pal loss (homogeneous in the labels), "
+                             f"got {loss.name!r}")
+        c = jnp.asarray(loss_weights, dtype=jnp.float64)
+        if c.shape != (T,):
+            raise InputError(f"loss_weights must have shape [{T}], got {c.shape}")
+        Y_loss = Y * c[:, None]
     opts = _Options(cfg, int(seed), float(tol), float(cert_tol), int(max_steps),
                     float(rank_gap_tol), init)
-    W, U, b, info = _make_xstar(opts, loss, bias, K, T)(Y, pi, lam)
+    W, U, b, info = _make_xstar(opts, loss, bias, K, T)(Y_loss, pi, lam)
     info = jax.lax.stop_gradient(info)
     H = U * jnp.where(pi > 0, 1.0 / jnp.sqrt(jnp.where(pi > 0, pi, 1.0)), 0.0)[:, None]
-    f = value_grad(W, U, b, Problem(Y, pi, lam), loss, bias)[0]
+    f = value_grad(W, U, b, Problem(Y_loss, pi, lam), loss, bias)[0]
     z = H @ W.T + (b if bias else 0.0)
     P = _ignored_projector(loss, K)
     zc, bc = (z, b) if P is None else (z @ P, b @ P)
@@ -419,8 +432,9 @@ def tagwise_residuals(gram_H, label_sets, weights=None):
     hh = gram_H[rows_a, rows_a]
     hv = jnp.sum(A * gram_H[rows_a, :], -1)
     vv = jnp.einsum("jt,tu,ju->j", A, gram_H, A)
-    r2 = 1.0 - hv * hv / (vv * hh)
-    return jnp.sqrt(jnp.maximum(r2, 0.0)), rows_a
+    r2 = jnp.maximum(1.0 - hv * hv / (vv * hh), 0.0)
+    pos = r2 > 0  # √ is not differentiable at an exact tag-wise average: derivative 0 there
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, r2, 1.0)), 0.0), rows_a
 
 
 def simplex_etf_distance(gram_W):
