@@ -44,7 +44,7 @@ class Config:
 
 
 FULL = Config()
-QUICK = Config(steps=4)
+QUICK = Config(steps=2)
 
 
 def _dist(cfg):

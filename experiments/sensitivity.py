@@ -1,6 +1,6 @@
 """Figure `sensitivity`: which label sets hold the learned geometry together (THEORY §8).
 
-On a real label distribution (PASCAL VOC 2007 trainval; quick run: emotions), PAL, d = K:
+On a real label distribution (PASCAL VOC 2007 trainval; quick run: scene), PAL, d = K:
 the derivative of the certified optimum's weakest logit contrasts σ_1, σ_2
 (`mlnc_jax.geometry.contrast_separation`) and of the tag-wise averaging residual
 (root mean square over the pairs and larger sets, `mlnc_jax.implicit.tagwise_residuals`)
@@ -43,7 +43,7 @@ class Config:
 
 
 FULL = Config()
-QUICK = Config(dataset="emotions", fd_checks=1)
+QUICK = Config(dataset="scene", fd_checks=1)
 
 
 def _measures(z, gram_H, Y, pi):

@@ -221,3 +221,29 @@ def test_solve_batch_refuses_tracers_and_float32_is_refused():
     with jax.enable_x64(False):
         with pytest.raises(mj.InputError, match="float64"):
             mj.optimum(dist, cfg)
+
+
+def test_pal_loss_weights_match_central_differences():
+    dist = _dist("random1")
+    cfg = _config("pal", dist)
+    Y = np.asarray(dist.label_sets)
+    A = _probe(dist)[0]
+
+    def q(c):
+        return jnp.sum(A * mj.optimum(dist, cfg, loss_weights=c, tol=TOL).gram_W)
+
+    c0 = np.ones(dist.num_sets)
+    g = np.asarray(jax.grad(q)(jnp.asarray(c0)))
+    v = np.random.default_rng(3).normal(size=c0.shape)
+    h = 1e-4
+
+    def host(c):  # PAL is homogeneous in y: loss weight c_s = label row c_s y_s
+        r = mj.solve(mj.LabelDistribution(Y * c[:, None], np.asarray(dist.weights), 4), cfg,
+                     tol=TOL)
+        assert r.certified
+        return float(np.sum(A * (r.W @ r.W.T)))
+
+    fd = (host(c0 + h * v) - host(c0 - h * v)) / (2 * h)
+    assert abs(fd - g @ v) <= 1e-5 * abs(fd)
+    with pytest.raises(mj.InputError, match="pal"):
+        mj.optimum(dist, _config("bce", dist), loss_weights=c0)
