@@ -11,7 +11,7 @@ through, with respect to `dist.weights` and the `λ`'s (`config.lambda_w`, `lamb
   ignores projected out (PAL: centred, `z − mean(z)1`, since `b + c1` is a symmetry),
 * `W`, `H`, `b` themselves (see *gauge* below).
 
-**Weights.** The solve uses `π = w / Σw`: derivatives with respect to `dist.weights` chain
+**Weights.** `solve` uses `π = w / Σw` (for concrete weights too): derivatives with respect to `dist.weights` chain
 through this normalisation, so `Σ_s w_s ∂q/∂w_s = 0`. Zero weights (padding rows) stay out of
 the problem. `loss_weights` (PAL) re-weight each set's loss term (`optimum`).
 
@@ -335,16 +335,15 @@ def _static_config(config: UFMConfig) -> UFMConfig:
 def optimum(dist: LabelDistribution, config: UFMConfig, *, lambda_w=None, lambda_h=None,
             lambda_b=None, seed: int = 0, tol: float = 1e-12, cert_tol: float = 1e-6,
             max_steps: int = 500, init=None, rank_gap_tol: float = 1e-6,
-            normalize: bool = True, loss_weights=None) -> Optimum:
+            loss_weights=None) -> Optimum:
     """The certified optimum's invariants, differentiable in `dist.weights` and the λ's.
 
     `lambda_*` (default: the config's, which may themselves be JAX scalars) override the
     config. `loss_weights` `[T]` (PAL only, differentiable) re-weights the loss of each
     label set, `Σ_s π_s c_s ℓ(z_s, y_s) + λ_H/2 Σ_s π_s ‖h_s‖² + …` (the regulariser keeps
     the sample weights): PAL is homogeneous in `y`, `c ℓ(z, y) = ℓ(z, c y)`, so this is PAL
-    on the label rows `c_s y_s`. `normalize=False` uses the weights as given (as `solve` does with a concrete
-    distribution whose weights do not sum to one) instead of `π = w/Σw`. `tol` is the solve's block-residual tolerance (tight by default: derivatives are
-    as accurate as the optimum); `rank_gap_tol` the smallest rank gap δ accepted (module
+    on the label rows `c_s y_s`. `tol` is the solve's block-residual tolerance (tight by
+    default: derivatives are as accurate as the optimum); `rank_gap_tol` the smallest rank gap δ accepted (module
     docstring). Needs float64 (`jax.config.update("jax_enable_x64", True)` or inside
     `with jax.enable_x64(True):`). Raises `NotCertifiedError` when the solve is not
     certified and `RankChangeError` at a rank change. See the module docstring.
@@ -366,7 +365,7 @@ def optimum(dist: LabelDistribution, config: UFMConfig, *, lambda_w=None, lambda
         raise InputError(f"label_sets [T, K] and weights [T] expected, got {Y.shape}, {w.shape} "
                          "(vmap over a batch of distributions rather than passing one)")
     T, K = Y.shape
-    pi = w / jnp.sum(w) if normalize else w
+    pi = w / jnp.sum(w)  # as solve does
     Y_loss = Y
     if loss_weights is not None:
         if loss.name != "pal":

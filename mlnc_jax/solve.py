@@ -14,7 +14,9 @@ Everything runs in float64 inside a scoped `jax.enable_x64(True)`: the caller's 
 configuration is left as it was, and results are float64 numpy arrays.
 
 Per-sample problems (repeated label-set rows) are reduced to one row per distinct set and
-expanded back (exact, THEORY §2: samples sharing a label set share one feature).
+expanded back (exact, THEORY §2: samples sharing a label set share one feature). Weights are
+normalised, `π = w/Σw` (THEORY §1), so weights that do not sum to one (e.g. perturbed ones)
+mean the distribution they are proportional to.
 """
 
 from __future__ import annotations
@@ -250,10 +252,13 @@ def _check_memory(T_pad: int, K: int, d: int, slots: int) -> None:
 
 
 def _reduce_rows(dist: LabelDistribution):
-    """Distinct label sets with merged weights, and each original row's reduced index
-    (-1 for zero-weight rows): exact for the UFM (THEORY §2)."""
+    """Distinct label sets with merged weights normalised to sum to one, and each original
+    row's reduced index (-1 for zero-weight rows): exact for the UFM (THEORY §2)."""
     Y = np.asarray(dist.label_sets, dtype=np.float64)
     w = np.asarray(dist.weights, dtype=np.float64)
+    if not w.sum() > 0:
+        raise InputError("the label distribution has no positive weight")
+    w = w / w.sum()  # π = w/Σw (THEORY §1), as the derivatives of THEORY §8 assume
     keep = np.flatnonzero(w > 0)
     uniq, first, inv = np.unique(Y[keep], axis=0, return_index=True, return_inverse=True)
     inv = inv.reshape(-1)

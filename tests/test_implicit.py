@@ -247,3 +247,26 @@ def test_pal_loss_weights_match_central_differences():
     assert abs(fd - g @ v) <= 1e-5 * abs(fd)
     with pytest.raises(mj.InputError, match="pal"):
         mj.optimum(dist, _config("bce", dist), loss_weights=c0)
+
+
+def test_grad_matches_differences_of_the_same_function():
+    """Perturbing one raw weight (no renormalisation by the caller): concrete solves
+    normalise too, so `f` is one function whether its input is traced or not."""
+    dist = _dist("random2")
+    cfg = _config("bce", dist)
+    A = _probe(dist)[0]
+
+    def f(w):
+        r = mj.solve(mj.LabelDistribution(dist.label_sets, w, 4), cfg, tol=TOL)
+        return r.objective + jnp.sum(A * (r.W @ r.W.T))
+
+    w0 = np.asarray(dist.weights)
+    g = np.asarray(jax.grad(f)(jnp.asarray(w0)))
+    assert abs(g @ w0) <= 1e-8 * np.abs(g).max()          # Σ_s w_s ∂f/∂w_s = 0
+    for s in (0, 7):
+        h = 1e-4 * w0[s]
+        wp, wm = w0.copy(), w0.copy()
+        wp[s] += h
+        wm[s] -= h
+        fd = (float(f(wp)) - float(f(wm))) / (2 * h)
+        assert abs(fd - g[s]) <= 1e-5 * abs(fd)
