@@ -11,8 +11,8 @@ through, with respect to `dist.weights` and the `λ`'s (`config.lambda_w`, `lamb
   ignores projected out (PAL: centred, `z − mean(z)1`, since `b + c1` is a symmetry),
 * `W`, `H`, `b` themselves (see *gauge* below).
 
-**Weights.** `solve` uses `π = w / Σw` (for concrete weights too): derivatives with respect to `dist.weights` chain
-through this normalisation, so `Σ_s w_s ∂q/∂w_s = 0`. Zero weights (padding rows) stay out of
+**Weights.** `solve` uses `π = w / Σw` (for concrete weights too): derivatives with respect
+to `dist.weights` chain through this normalisation, so `Σ_s w_s ∂q/∂w_s = 0`. Zero weights (padding rows) stay out of
 the problem. `loss_weights` (PAL) re-weight each set's loss term (`optimum`).
 
 **How.** A `jax.custom_jvp` around the minimiser `x* = (W, U, b)`, `U_s = √π_s h_s` (the Newton
@@ -24,8 +24,10 @@ structure) and runs conjugate gradients on the `(W, b)` Schur complement; Hessia
 are forward-over-gradient autodiff of `mlnc_jax.newton.value_grad`.
 
 **Gauge.** `∇²F` is singular along the rotations `(WQ, UQ)` (and `b + c1` for PAL), and both
-sides of the system are orthogonal to them, so CG started at zero returns the solution whose
-`(W, b)` part is orthogonal to the symmetry orbit: `Wᵀ Ẇ` is symmetric (and `1ᵀḃ = 0` for PAL).
+sides of the system are orthogonal to them. The solve lifts that null space explicitly (CG
+on `S + c·P_null`, `P_null` the projector onto `{WA : A skew}` and the ignored bias
+directions) and returns the solution whose `(W, b)` part is orthogonal to the symmetry orbit:
+`Wᵀ Ẇ` is symmetric (and `1ᵀḃ = 0` for PAL).
 Derivatives of `W`, `H`, `b` are those of this *horizontal* motion of the returned
 representative; a re-solve at a nearby θ may return a rotated one, so compare them with
 finite differences only after Procrustes alignment. Invariant quantities do not depend on
@@ -34,8 +36,8 @@ the gauge.
 **Rank changes.** Where an eigenvalue of `G Gᵀ` crosses `λ_W λ_H` (a collapse threshold) the
 optimum is not differentiable. The forward pass measures the gap `δ` (§8): with `r` the rank
 of `W`, `δ = min(1 − e_{r+1}/(λ_W λ_H), σ_r(W)²/λ_H)` (`e_{r+1}` the largest inactive
-eigenvalue of `GᵀG`, `σ_r(W)` the smallest non-zero singular value of `W`; both are the
-relative distance to the threshold, exactly so for MSE) and raises `RankChangeError` naming
+eigenvalue of `GᵀG`, `σ_r(W)` the smallest non-zero singular value of `W`; both vanish at
+the threshold, and for MSE `σ_r(W)²/λ_H = √λ_r/τ − 1` exactly) and raises `RankChangeError` naming
 it when `δ < rank_gap_tol`.
 """
 
