@@ -117,6 +117,9 @@ def rank_gap(W, G_rows, lambda_w, lambda_h, rank_rtol: float = 1e-7):
     return (min(gaps) if gaps else math.inf), r
 
 
+_SLOW_GAP = 1e-3  # an unconverged solve this close to a rank change is refused as one
+
+
 def _host_solve(opts: _Options, Y, pi, lam):
     """Certified `(W, U, b, info)` for one problem (numpy float64), or raise."""
     from .solve import solve  # late: solve routes traced calls here
@@ -128,10 +131,6 @@ def _host_solve(opts: _Options, Y, pi, lam):
     dist = LabelDistribution(Y, pi, K)
     res = solve(dist, cfg, seed=opts.seed, tol=opts.tol, cert_tol=opts.cert_tol,
                 max_steps=opts.max_steps, init=opts.init, warn=False)
-    if not bool(res.certified):
-        raise NotCertifiedError(
-            f"the solve at these weights/λ is not certified ({res.status}: {res.reason}); "
-            "derivatives of the optimum need a certified global minimiser")
     W, H, b = (np.asarray(a, dtype=np.float64) for a in (res.W, res.H, res.b))
     U = H * np.sqrt(pi)[:, None]
     with jax.enable_x64(True):
@@ -139,7 +138,19 @@ def _host_solve(opts: _Options, Y, pi, lam):
         g = np.asarray(cfg.loss_record.derivatives(jnp.asarray(z), jnp.where(
             jnp.asarray(pi > 0)[:, None], jnp.asarray(Y), 1.0))[1])
     G = np.where((pi > 0)[:, None], g * np.sqrt(pi)[:, None], 0.0)
-    gap, r = rank_gap(W, G, cfg.lambda_w, cfg.lambda_h)
+    gap, r = rank_gap(W, G, cfg.lambda_w, cfg.lambda_h) if np.all(np.isfinite(G)) and \
+        np.all(np.isfinite(W)) else (math.inf, -1)
+    if not bool(res.certified):
+        if res.status == "not_converged" and gap < _SLOW_GAP:
+            # Newton slows down at a degenerate optimum: the rank change is the reason
+            raise RankChangeError(
+                f"the solve did not converge ({res.reason}) and W (rank {r}) is near a rank "
+                f"change (THEORY §8): the eigenvalue gap to λ_W λ_H = "
+                f"{cfg.lambda_w * cfg.lambda_h:.6g} is about δ = {gap:.3g}; the optimum is not "
+                "differentiable there (move λ or the weights away from the threshold)")
+        raise NotCertifiedError(
+            f"the solve at these weights/λ is not certified ({res.status}: {res.reason}); "
+            "derivatives of the optimum need a certified global minimiser")
     if gap < opts.rank_gap_tol:
         raise RankChangeError(
             f"the optimum is at a rank change (THEORY §8): W has rank {r} and the eigenvalue "

@@ -213,6 +213,16 @@ def test_rank_change_is_refused_with_the_gap():
             mj.LabelDistribution(dist.label_sets, w, 4), cfg).objective))(jnp.asarray(dist.weights))
 
 
+@pytest.mark.parametrize("factor", [1.0, 1 + 1e-7])
+def test_pal_collapse_threshold_is_refused(factor):
+    dist = _dist("random1")
+    lw = float(np.sqrt(mj.collapse_threshold(dist, "pal") * factor))   # §3 threshold
+    cfg = mj.UFMConfig("pal", 4, lw, lw)
+    with pytest.raises(mj.RankChangeError, match="eigenvalue gap"):
+        jax.grad(lambda w: mj.solve(mj.LabelDistribution(dist.label_sets, w, 4), cfg,
+                                    tol=TOL).objective)(jnp.asarray(dist.weights))
+
+
 def test_solve_batch_refuses_tracers_and_float32_is_refused():
     dist = _dist("random1")
     cfg = _config("pal", dist)
