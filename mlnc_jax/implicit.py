@@ -306,7 +306,10 @@ def _make_xstar(opts: _Options, loss: Loss, bias: bool, K: int, T: int):
         # −∂_θ ∇_x F · θ̇, linear in the tangents (θ = label rows, π, λ)
         _, dg = jax.jvp(lambda y, p, l: _grad_x(x, y, p, l, loss, bias), (Y, pi, lam),
                         (dY, dpi, dlam))
-        rhs = tuple(-a for a in dg)
+        # every block of the right side must be linear in the tangents for the transpose
+        # (without a bias, ∂_θ∇_b F is the constant 0): add an exact linear zero
+        zero = 0.0 * (jnp.sum(dY) + jnp.sum(dpi) + jnp.sum(dlam))
+        rhs = tuple(zero - a for a in dg)
         matvec = lambda v: jax.jvp(lambda y: _grad_x(y, Y, pi, lam, loss, bias), (x,), (v,))[1]
         solve = lambda mv, r: _schur_solve(x, Y, pi, lam, loss, bias, mv, r, max_iter)
         dW, dU, db = jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True)

@@ -280,3 +280,26 @@ def test_grad_matches_differences_of_the_same_function():
         wm[s] -= h
         fd = (float(f(wp)) - float(f(wm))) / (2 * h)
         assert abs(fd - g[s]) <= 1e-5 * abs(fd)
+
+
+@pytest.mark.parametrize("cfg", [mj.UFMConfig("mse", 4, LAM, LAM, bias=False),
+                                 mj.UFMConfig("pal", 4, LAM, LAM, lambda_b=1e-2)])
+def test_no_bias_and_bias_decay(cfg):
+    dist = _dist("random2")
+    A = np.random.default_rng(0).normal(size=(dist.num_sets, 4))
+
+    def f(w, lb):
+        r = mj.solve(mj.LabelDistribution(dist.label_sets, w, 4), cfg._replace(lambda_b=lb),
+                     tol=TOL)
+        return jnp.sum(A * (r.H @ r.W.T + r.b)) + r.objective
+
+    w0 = np.asarray(dist.weights)
+    g, gl = jax.grad(f, argnums=(0, 1))(jnp.asarray(w0), cfg.lambda_b)
+    v = w0 * np.random.default_rng(1).normal(size=w0.shape)
+    h = 1e-4
+    fd = (float(f(w0 + h * v, cfg.lambda_b)) - float(f(w0 - h * v, cfg.lambda_b))) / (2 * h)
+    assert abs(fd - np.asarray(g) @ v) <= 1e-5 * abs(fd)
+    if cfg.lambda_b > 0:
+        fl = (float(f(w0, cfg.lambda_b * (1 + h))) - float(f(w0, cfg.lambda_b * (1 - h)))) \
+            / (2 * h * cfg.lambda_b)
+        assert abs(fl - float(gl)) <= 1e-5 * abs(fl)
