@@ -16,12 +16,13 @@ to `dist.weights` chain through this normalisation, so `Σ_s w_s ∂q/∂w_s = 0
 the problem. `loss_weights` (PAL) re-weight each set's loss term (`optimum`).
 
 **How.** A `jax.custom_jvp` around the minimiser `x* = (W, U, b)`, `U_s = √π_s h_s` (the Newton
-core's variables): the primal is the certified host solve (`jax.pure_callback`; sequential
-under `vmap`), refused unless certified; the tangent solves `∇²F · ẋ = −∂_θ∇F · θ̇` with
-`jax.lax.custom_linear_solve` (so `jacfwd`, and by transposition `grad`/`jacrev`, work). The
-solve eliminates the prototype blocks `λ_H I + Wᵀ∇²ℓ_s W` exactly (the Newton core's
-structure) and runs conjugate gradients on the `(W, b)` Schur complement; Hessian products
-are forward-over-gradient autodiff of `mlnc_jax.newton.value_grad`.
+core's variables): the primal is the certified host solve (`jax.pure_callback`; under `vmap`
+one `solve_batch` for the whole batch), refused unless certified; the tangent solves
+`∇²F · ẋ = −∂_θ∇F · θ̇` with `jax.lax.custom_linear_solve` (so `jacfwd`, and by
+transposition `grad`/`jacrev`, work). The solve eliminates the prototype blocks
+`λ_H I + Wᵀ∇²ℓ_s W` exactly (the Newton core's structure) and runs conjugate gradients on
+the `(W, b)` Schur complement; Hessian products are forward-over-gradient autodiff of
+`mlnc_jax.newton.value_grad`.
 
 **Gauge.** `∇²F` is singular along the rotations `(WQ, UQ)` (and `b + c1` for PAL), and both
 sides of the system are orthogonal to them. The solve lifts that null space explicitly (CG
@@ -120,17 +121,11 @@ def rank_gap(W, G_rows, lambda_w, lambda_h, rank_rtol: float = 1e-7):
 _SLOW_GAP = 1e-3  # an unconverged solve this close to a rank change is refused as one
 
 
-def _host_solve(opts: _Options, Y, pi, lam):
-    """Certified `(W, U, b, info)` for one problem (numpy float64), or raise."""
-    from .solve import solve  # late: solve routes traced calls here
-
-    Y, pi, lam = (np.asarray(a, dtype=np.float64) for a in (Y, pi, lam))
+def _check_one(opts: _Options, Y, pi, lam, res, where: str = ""):
+    """`(W, U, b, info)` of one solve result (numpy float64), or raise (THEORY §8)."""
     K = Y.shape[1]
     cfg = opts.config._replace(lambda_w=float(lam[0]), lambda_h=float(lam[1]),
                                lambda_b=float(lam[2]))
-    dist = LabelDistribution(Y, pi, K)
-    res = solve(dist, cfg, seed=opts.seed, tol=opts.tol, cert_tol=opts.cert_tol,
-                max_steps=opts.max_steps, init=opts.init, warn=False)
     W, H, b = (np.asarray(a, dtype=np.float64) for a in (res.W, res.H, res.b))
     U = H * np.sqrt(pi)[:, None]
     with jax.enable_x64(True):
@@ -140,28 +135,52 @@ def _host_solve(opts: _Options, Y, pi, lam):
     G = np.where((pi > 0)[:, None], g * np.sqrt(pi)[:, None], 0.0)
     gap, r = rank_gap(W, G, cfg.lambda_w, cfg.lambda_h) if np.all(np.isfinite(G)) and \
         np.all(np.isfinite(W)) else (math.inf, -1)
+    tau2 = cfg.lambda_w * cfg.lambda_h
     if not bool(res.certified):
         if res.status == "not_converged" and gap < _SLOW_GAP:
             # Newton slows down at a degenerate optimum: the rank change is the reason
             raise RankChangeError(
-                f"the solve did not converge ({res.reason}) and W (rank {r}) is near a rank "
-                f"change (THEORY §8): the eigenvalue gap to λ_W λ_H = "
-                f"{cfg.lambda_w * cfg.lambda_h:.6g} is about δ = {gap:.3g}; the optimum is not "
-                "differentiable there (move λ or the weights away from the threshold)")
+                f"{where}the solve did not converge ({res.reason}) and W (rank {r}) is near a "
+                f"rank change (THEORY §8): the eigenvalue gap to λ_W λ_H = {tau2:.6g} is about "
+                f"δ = {gap:.3g}; the optimum is not differentiable there (move λ or the weights "
+                "away from the threshold)")
         raise NotCertifiedError(
-            f"the solve at these weights/λ is not certified ({res.status}: {res.reason}); "
-            "derivatives of the optimum need a certified global minimiser")
+            f"{where}the solve at these weights/λ is not certified ({res.status}: "
+            f"{res.reason}); derivatives of the optimum need a certified global minimiser")
     if gap < opts.rank_gap_tol:
         raise RankChangeError(
-            f"the optimum is at a rank change (THEORY §8): W has rank {r} and the eigenvalue "
-            f"gap to λ_W λ_H = {cfg.lambda_w * cfg.lambda_h:.6g} is δ = {gap:.3g} < "
-            f"rank_gap_tol = {opts.rank_gap_tol:g}; the optimum is not differentiable here "
-            "(move λ or the weights away from the threshold)")
+            f"{where}the optimum is at a rank change (THEORY §8): W has rank {r} and the "
+            f"eigenvalue gap to λ_W λ_H = {tau2:.6g} is δ = {gap:.3g} < rank_gap_tol = "
+            f"{opts.rank_gap_tol:g}; the optimum is not differentiable here (move λ or the "
+            "weights away from the threshold)")
     if not cfg.bias:
         b = np.zeros(K)
     info = np.array([float(res.residual), float(res.certificate), gap, float(res.steps),
                      float(res.grad_norm), float(res.seconds)])
     return W, U, b, info
+
+
+def _host_solve(opts: _Options, Y, pi, lam):
+    """Certified `(W, U, b, info)` for every problem: leading axes (from `vmap`, possibly of
+    size 1 where an argument is not batched) broadcast and go to one `solve_batch`."""
+    from .solve import solve_batch  # late: solve routes traced calls here
+
+    Y, pi, lam = (np.asarray(a, dtype=np.float64) for a in (Y, pi, lam))
+    T, K = Y.shape[-2:]
+    lead = np.broadcast_shapes(Y.shape[:-2], pi.shape[:-1], lam.shape[:-1])
+    Yb = np.broadcast_to(Y, lead + (T, K)).reshape(-1, T, K)
+    pib = np.broadcast_to(pi, lead + (T,)).reshape(-1, T)
+    lamb = np.broadcast_to(lam, lead + (3,)).reshape(-1, 3)
+    B = Yb.shape[0]
+    init = opts.init if opts.init is None or isinstance(opts.init, str) else [tuple(opts.init)] * B
+    res = solve_batch([LabelDistribution(Yb[i], pib[i], K) for i in range(B)], opts.config,
+                      seeds=opts.seed, tol=opts.tol, cert_tol=opts.cert_tol,
+                      max_steps=opts.max_steps, init=init, lambda_w=lamb[:, 0],
+                      lambda_h=lamb[:, 1], lambda_b=lamb[:, 2], warn=False, progress=False)
+    outs = [_check_one(opts, Yb[i], pib[i], lamb[i], res.item(i),
+                       f"problem {i} of the batch: " if B > 1 else "") for i in range(B)]
+    return tuple(np.stack([o[k] for o in outs]).reshape(lead + outs[0][k].shape)
+                 for k in range(4))
 
 
 def _forward(opts: _Options, Y, pi, lam, K, T):
@@ -171,7 +190,7 @@ def _forward(opts: _Options, Y, pi, lam, K, T):
     if not is_traced(Y, pi, lam):  # eager: errors reach the caller as they are
         return tuple(jnp.asarray(a) for a in _host_solve(opts, Y, pi, lam))
     return jax.pure_callback(partial(_host_solve, opts), shapes, Y, pi, lam,
-                             vmap_method="sequential")
+                             vmap_method="expand_dims")
 
 
 # -- the implicit linear system ---------------------------------------------------------------
