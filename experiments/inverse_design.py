@@ -65,6 +65,11 @@ def _scores(gram_W, gram_H, Y):
 
 
 def compute(cfg: Config, progress=None):
+    with jax.enable_x64(True):  # derivatives of the optimum need float64
+        return _compute(cfg)
+
+
+def _compute(cfg: Config):
     dist = _dist(cfg)
     K, Y = dist.num_classes, np.asarray(dist.label_sets)
     pi = jnp.asarray(dist.weights)

@@ -65,6 +65,11 @@ def _host_measures(dist, config, w, tol, seed):
 
 
 def compute(cfg: Config, progress=None):
+    with jax.enable_x64(True):  # derivatives of the optimum need float64
+        return _compute(cfg)
+
+
+def _compute(cfg: Config):
     dist = mj.load_real(cfg.dataset)
     K = dist.num_classes
     config = mj.UFMConfig(cfg.loss, K, cfg.lambda_w, cfg.lambda_h)
