@@ -234,6 +234,9 @@ def _null_projector(W, loss: Loss, bias: bool, rtol: float = 1e-8):
     return project
 
 
+_CG_ACCEPT = 1e-7  # relative Schur residual above which the tangent is NaN, not a number
+
+
 def _schur_solve(x, Y, pi, lam, loss: Loss, bias: bool, matvec, rhs, max_iter: int,
                  rtol: float = 1e-13):
     """`∇²F v = rhs`: prototype blocks eliminated exactly, CG on the `(W, b)` Schur complement
@@ -304,13 +307,18 @@ def _schur_solve(x, Y, pi, lam, loss: Loss, bias: bool, matvec, rhs, max_iter: i
     _, (xW, xb), _, _, _, _ = jax.lax.while_loop(
         cond, body, (jnp.asarray(0), x0, s, s, ss, (ss <= 0)))
     xW, xb = horizontal((xW, xb))
+    # a CG that did not converge would give a wrong number: give NaN instead
+    SxW, Sxb = schur((xW, xb))
+    res2 = _dot((SxW - s[0], Sxb - s[1]), (SxW - s[0], Sxb - s[1]))
+    ok = res2 <= (_CG_ACCEPT ** 2) * ss
+    xW, xb = jnp.where(ok, xW, jnp.nan), jnp.where(ok, xb, jnp.nan)
     xU = Dinv(rU - matvec((xW, zU, xb))[1])
     return xW, xU, xb
 
 
 def _make_xstar(opts: _Options, loss: Loss, bias: bool, K: int, T: int):
     """`(Y, π, λ) ↦ (W, U, b, info)` with the implicit-function JVP of THEORY §8."""
-    max_iter = 4 * (K * opts.config.dim + K) + 100
+    max_iter = 10 * (K * opts.config.dim + K) + 200
 
     @jax.custom_jvp
     def xstar(Y, pi, lam):
