@@ -12,4 +12,6 @@ FIGURES = (
     "real_labels",
     "symmetric_pal",
     "network_vs_ufm",
+    "sensitivity",
+    "inverse_design",
 )

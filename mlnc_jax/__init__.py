@@ -7,7 +7,7 @@ calling the package leaves the caller's JAX configuration as it was.
 
 from .certificate import certificate, collapse_threshold, gradient_matrix
 from .closed_forms import ClosedForm, closed_form, mse_closed_form
-from .errors import InputError, SolverDivergedError
+from .errors import InputError, NotCertifiedError, RankChangeError, SolverDivergedError
 from .labels import (LabelDistribution, balanced, random_correlated, sample_labels,
                      singleton_imbalance)
 from .losses import LOSSES, Loss, bce, get_loss, mse, pal, pal_normalized
@@ -24,6 +24,7 @@ from .geometry import (GeometryStability, centred_singular_values, contrast_sepa
                        geometry_stability)
 from .metrics import (NCMetrics, nc1, nc2_classifier, nc2_features, nc3, nc_metrics,
                       tagwise_angles)
+from .implicit import Optimum, optimum, simplex_etf_distance, tagwise_residuals
 from .real_labels import available as real_label_tables, load_real, real_metadata
 
 __version__ = "0.1.0"
@@ -44,4 +45,6 @@ __all__ = [
     "gradient_matrix", "init_params", "logits", "mse", "mse_closed_form", "objective",
     "pal", "pal_normalized", "per_sample_objective", "random_correlated", "sample_labels",
     "singleton_imbalance", "solve",
+    "NotCertifiedError", "Optimum", "RankChangeError", "optimum", "simplex_etf_distance",
+    "tagwise_residuals",
 ]

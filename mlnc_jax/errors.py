@@ -12,3 +12,11 @@ class InputError(ValueError):
 
 class SolverDivergedError(FloatingPointError):
     """An iterate became NaN/inf: the message names the step size that caused it."""
+
+
+class NotCertifiedError(RuntimeError):
+    """A solve that must be a certified global minimiser (e.g. to differentiate it) is not."""
+
+
+class RankChangeError(InputError):
+    """The optimum sits at a rank change (THEORY §8): it is not differentiable there."""

@@ -14,7 +14,9 @@ Everything runs in float64 inside a scoped `jax.enable_x64(True)`: the caller's 
 configuration is left as it was, and results are float64 numpy arrays.
 
 Per-sample problems (repeated label-set rows) are reduced to one row per distinct set and
-expanded back (exact, THEORY §2: samples sharing a label set share one feature).
+expanded back (exact, THEORY §2: samples sharing a label set share one feature). Weights are
+normalised, `π = w/Σw` (THEORY §1), so weights that do not sum to one (e.g. perturbed ones)
+mean the distribution they are proportional to.
 """
 
 from __future__ import annotations
@@ -124,6 +126,11 @@ def batch_grid(distributions, lambda_w, lambda_h, seeds=(0,)) -> BatchGrid:
                      idx, shape)
 
 
+def _traced(*xs) -> bool:
+    """Weights or λ's given as JAX tracers: the differentiable path (`mlnc_jax.implicit`)."""
+    return any(isinstance(l, jax.core.Tracer) for l in jax.tree_util.tree_leaves(xs))
+
+
 # -- validation: one function for every entry point -------------------------------------------
 
 
@@ -211,10 +218,13 @@ def _check_int(name, v, lo):
 
 
 def _reduce_rows(dist: LabelDistribution):
-    """Distinct label sets with merged weights, and each original row's reduced index
-    (-1 for zero-weight rows): exact for the UFM (THEORY §2)."""
+    """Distinct label sets with merged weights normalised to sum to one, and each original
+    row's reduced index (-1 for zero-weight rows): exact for the UFM (THEORY §2)."""
     Y = np.asarray(dist.label_sets, dtype=np.float64)
     w = np.asarray(dist.weights, dtype=np.float64)
+    if not w.sum() > 0:
+        raise InputError("the label distribution has no positive weight")
+    w = w / w.sum()  # π = w/Σw (THEORY §1), as the derivatives of THEORY §8 assume
     keep = np.flatnonzero(w > 0)
     uniq, first, inv = np.unique(Y[keep], axis=0, return_index=True, return_inverse=True)
     inv = inv.reshape(-1)
@@ -403,6 +413,9 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
 
     Returns a `SolveResult` with a leading batch axis.
     """
+    if _traced(distributions, config, lambda_w, lambda_h, lambda_b):
+        raise InputError("solve_batch takes concrete inputs; to differentiate, apply jax.grad "
+                         "or jax.vmap to solve (or mlnc_jax.optimum) instead")
     t0 = time.perf_counter()
     req = validate(distributions, config, seeds, tol, cert_tol, lambda_w, lambda_h, lambda_b)
     max_steps = _check_int("max_steps", max_steps, 1)
@@ -449,11 +462,19 @@ def solve(dist: LabelDistribution, config: UFMConfig, seed: int = 0, tol: float 
           devices: Optional[Sequence] = None, warn: bool = True) -> SolveResult:
     """Solve one reduced UFM problem (THEORY §2): `solve_batch([dist], ...).item(0)`.
 
+    Under `jax.grad`/`jacfwd`/`jacrev`/`vmap` (weights or the config's λ's are tracers) it
+    returns the certified optimum with derivatives (`mlnc_jax.implicit.traced_solve`).
+
     `init` is None/"random", "mse" or `UFMParams(W [K, d], H [T, d], b [K])` (any float
     dtype; cast to float64). See `solve_batch` for the other arguments.
     """
     if not isinstance(dist, LabelDistribution):
         raise InputError(f"dist must be a LabelDistribution, got {type(dist).__name__}")
+    if _traced(dist, config):  # inside jax.grad / jacfwd / jacrev / vmap: THEORY §8
+        from .implicit import traced_solve
+
+        return traced_solve(dist, config, seed, tol, init=init, max_steps=max_steps,
+                            cert_tol=cert_tol)
     if init is not None and not isinstance(init, str):
         if not (isinstance(init, tuple) and len(init) == 3):
             raise InputError("init must be None, 'random', 'mse' or UFMParams(W, H, b)")

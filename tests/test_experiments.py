@@ -1,4 +1,4 @@
-"""`python -m experiments --quick` regenerates all seven figures from results files."""
+"""`python -m experiments --quick` regenerates every figure from results files."""
 
 import json
 import os
