@@ -12,7 +12,7 @@ from .labels import (LabelDistribution, balanced, random_correlated, sample_labe
                      singleton_imbalance)
 from .losses import LOSSES, Loss, bce, get_loss, mse, pal, pal_normalized
 from .flow import FlowTrace, estimate_step_size, gradient_flow, gradient_flow_batch
-from .solve import (STATUSES, BatchGrid, BatchSolveResult, ConvergenceWarning, SolveResult,
+from .solver import (STATUSES, BatchGrid, BatchSolveResult, ConvergenceWarning, SolveResult,
                     batch_grid, solve, solve_batch)
 from .ufm import UFMConfig, UFMParams, init_params, logits, objective, per_sample_objective
 from .compare import Comparison, compare, procrustes, relative_error

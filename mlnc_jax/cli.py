@@ -214,7 +214,7 @@ def _config(args, dim=None):
 
 def _cmd_solve(args):
     from .results_io import run_metadata
-    from .solve import solve
+    from .solver import solve
 
     out = _check_out(args.out)
     dist = load_labels(args.labels)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import InputError
 from .labels import LabelDistribution
-from .losses import bce, mse, pal, pal_normalized
+from .losses import mse, pal, pal_normalized
 from .symmetric_pal import symmetric_pal_closed_form
 from .ufm import ClosedForm, UFMConfig, UFMParams
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -163,7 +163,7 @@ def _check_one(opts: _Options, Y, pi, lam, res, where: str = ""):
 def _host_solve(opts: _Options, Y, pi, lam):
     """Certified `(W, U, b, info)` for every problem: leading axes (from `vmap`, possibly of
     size 1 where an argument is not batched) broadcast and go to one `solve_batch`."""
-    from .solve import solve_batch  # late: solve routes traced calls here
+    from .solver import solve_batch  # late: solve routes traced calls here
 
     Y, pi, lam = (np.asarray(a, dtype=np.float64) for a in (Y, pi, lam))
     T, K = Y.shape[-2:]
@@ -437,7 +437,7 @@ def traced_solve(dist: LabelDistribution, config: UFMConfig, seed=0, tol: float 
     """`solve` when `dist.weights` or the config's λ's are JAX tracers: a `SolveResult`
     whose `W`, `H`, `b`, `objective` are JAX arrays carrying the derivatives of `optimum`
     (weights normalised, horizontal gauge for `W`, `H`, `b`; module docstring)."""
-    from .solve import SolveResult
+    from .solver import SolveResult
 
     o = optimum(dist, config, seed=seed, tol=tol, cert_tol=cert_tol, max_steps=max_steps,
                 init=init)

@@ -1,10 +1,10 @@
 """Running the Newton core on many problems: shape buckets, slots, devices, the host loop.
 
-* **Shape buckets.** A problem's `T` rows are padded with zero-weight rows to the next size
-  of the form `2^k · {1, 1.25, 1.5, 1.75}` (at least 8), so figures and sweeps over many
-  supports compile a handful of programs, not one per `T`.
-* **Slots.** Problems of one bucket run in a fixed number of vmapped slots (a power of two,
-  a multiple of the device count). A chunk of Newton steps runs on every slot; a slot whose
+* **Shape buckets.** A problem's `T` rows are padded with zero-weight rows to the next
+  power of two (at least 8; above 1024 rows, `2^k · {1, 1.25, 1.5, 1.75}`), so figures and
+  sweeps over many supports compile a handful of programs, not one per `T`.
+* **Slots.** Problems run in a fixed number of vmapped slots, the same for every bucket of
+  one call (a power of two, a multiple of the device count). A chunk of Newton steps runs on every slot; a slot whose
   problem is done (or out of steps) is harvested and refilled with the next problem, so a
   slow problem never holds a finished one's slot idle and every group size compiles once.
 * **Devices.** With several devices the slot axis is sharded over them (a 1-d `Mesh` named
@@ -36,14 +36,14 @@ TRACE_COUNT = {"init": 0, "advance": 0, "summary": 0, "refill": 0}  # one per co
 
 
 def bucket_rows(T: int, minimum: int = 8) -> int:
-    """The padded row count for `T` label sets: `2^k · {1, 1.25, 1.5, 1.75}`, at least 8."""
+    """The padded row count for `T` label sets: the next power of two (at least 8) up to
+    1024 rows, where compiling costs more than padding; `2^k · {1, 1.25, 1.5, 1.75}` above,
+    where padding costs more than compiling."""
     if T <= minimum:
         return minimum
     e = 2 ** int(math.floor(math.log2(T)))
-    for m in (1.0, 1.25, 1.5, 1.75, 2.0):
-        if e * m >= T:
-            return int(e * m)
-    return 2 * e  # pragma: no cover
+    steps = (1.0, 2.0) if T <= 1024 else (1.0, 1.25, 1.5, 1.75, 2.0)
+    return next(int(e * m) for m in steps if e * m >= T)
 
 
 def _pow2ceil(n: int) -> int:
@@ -199,8 +199,9 @@ def run_problems(problems: Sequence[ProblemData], loss: Loss, bias: bool, *, tol
     finished = 0
     if len(problems) == 1 and placer.n > 1:  # one problem: shard its rows instead
         placer = Placer(placer.devices, axis="rows")
+    # one slot count per call: every bucket reuses the same program shape family
+    n_slots = min(slots, _pow2ceil(max(len(m) for m in buckets.values())))
     for T_pad, members in sorted(buckets.items()):
-        n_slots = min(slots, _pow2ceil(len(members)))
         if placer.axis == "batch":
             n_slots = -(-n_slots // placer.n) * placer.n
         else:

@@ -16,7 +16,7 @@ from .geometry import GeometryStability, geometry_stability
 from .labels import LabelDistribution, singleton_imbalance
 from .schema import check_has_labels, check_memory, check_min_classes, estimate_solve_bytes
 from .metrics import NCMetrics, nc_metrics
-from .solve import SolveResult, solve
+from .solver import SolveResult, solve
 from .spectra import LabelSpectrum, label_spectrum
 from .synthesis import synthesis_report
 from .ufm import UFMConfig

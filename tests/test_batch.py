@@ -14,7 +14,7 @@ import pytest
 
 import mlnc_jax as mj
 from mlnc_jax import placement
-from mlnc_jax.solve import BatchSolveResult, ConvergenceWarning, batch_grid, solve_batch
+from mlnc_jax.solver import BatchSolveResult, ConvergenceWarning, batch_grid, solve_batch
 from mlnc_jax.errors import InputError
 
 CFG = mj.UFMConfig("pal", 3, 0.01, 0.01)
@@ -184,7 +184,7 @@ _SHARDED = textwrap.dedent("""
     import json
     import jax, numpy as np
     import mlnc_jax as mj
-    from mlnc_jax.solve import solve_batch
+    from mlnc_jax.solver import solve_batch
     cfg = mj.UFMConfig("pal", 2, 0.02, 0.01)
     dists = [mj.random_correlated(3, s, max_multiplicity=2) for s in range(4)]
     dists.append(mj.random_correlated(3, 9, max_multiplicity=1))

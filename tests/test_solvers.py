@@ -11,7 +11,7 @@ import pytest
 
 from mlnc_jax import labels as L
 from mlnc_jax import flow
-from mlnc_jax.solve import solve
+from mlnc_jax.solver import solve
 from mlnc_jax.closed_forms import closed_form
 from mlnc_jax.errors import InputError, SolverDivergedError
 from mlnc_jax.labels import LabelDistribution
