@@ -98,13 +98,14 @@ def format_compare_table(rep: CompareReport) -> str:
         f"UFM: d = {rep.dim}, lambda_W = {rep.lambda_w:g}, lambda_H = {rep.lambda_h:g}, free bias;"
         f" MSE closed form F* = {rep.closed_form.objective:.10g}, rank {rep.closed_form.rank}",
         "",
-        f"{'loss':<15}{'objective':>14}{'||grad F||':>12}{'rho-1':>11}{'Gram W':>10}"
+        f"{'loss':<15}{'status':>10}{'objective':>14}{'||grad F||':>12}{'rho-1':>11}{'Gram W':>10}"
         f"{'Gram H':>10}{'logits':>10}{'shape H':>10}{'tag-wise':>10}{'freq-rule':>10}{'free-fit':>10}",
     ]
     for r in rep.losses:
         res = r.result
         lines.append(
-            f"{r.loss:<15}{float(res.objective):>14.8f}{float(res.grad_norm):>12.1e}"
+            f"{r.loss:<15}{'certified' if res.certified else 'NOT cert.':>10}"
+            f"{float(res.objective):>14.8f}{float(res.grad_norm):>12.1e}"
             f"{float(res.certificate) - 1:>11.1e}{r.vs_mse.gram_W:>10.1e}{r.vs_mse.gram_H:>10.1e}"
             f"{r.vs_mse.logits:>10.1e}{r.shape_gram_H:>10.1e}{r.tagwise_residual:>10.1e}"
             f"{r.frequency_rule_residual:>10.1e}{r.freefit_residual:>10.1e}")
@@ -130,8 +131,9 @@ def format_compare_table(rep: CompareReport) -> str:
     lines += [
         "",
         "Gram W / Gram H / logits: relative Frobenius error to the MSE closed form (THEORY §4);",
-        "shape H: the same for H Hᵀ with scale removed. rho-1: certificate of §3 (|rho-1| small",
-        "= certified global optimum). tag-wise / freq-rule / free-fit: largest relative residual",
+        "shape H: the same for H Hᵀ with scale removed. status: 'certified' = a global optimum by",
+        "the certificate of §3 at a converged point (THEORY §2c; rho-1 is that certificate).",
+        "tag-wise / freq-rule / free-fit: largest relative residual",
         "over sets with |S| >= 2 of tag-wise averaging, the frequency-weighted rule (§4) and the",
         "free fit in span{h_k, k in S} + {sum_j p_j h_j} (§6). NC2/NC3: distance to the simplex",
         "ETF / self-duality (Li et al. 2024); angle: largest tag-wise angle; sigma_m: weakest contrast",
