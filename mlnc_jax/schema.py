@@ -68,7 +68,7 @@ def check_number(value, name: str, *, positive: bool = False, nonnegative: bool 
     except OverflowError:
         raise InputError(f"{name} is too large for float64: {value}") from None
     if not math.isfinite(v):
-        raise InputError(f"{name} must be finite, got {v}")
+        raise InputError(f"{name} must be finite (not NaN or inf), got {v}")
     if positive and not v > 0:
         raise InputError(f"{name} must be > 0, got {v!r}")
     if nonnegative and v < 0:
@@ -211,18 +211,8 @@ def check_weights(weights, count: int | None = None) -> np.ndarray:
     else:
         if isinstance(weights, (str, bytes, Mapping)) or not isinstance(weights, (list, tuple)):
             raise InputError(f"weights must be a list of numbers, got {type(weights).__name__}")
-        vals = []
-        for i, v in enumerate(weights):
-            if not _is_number(v):
-                raise InputError(f"weight #{i} must be a number, got {v!r}")
-            try:
-                f = float(v)
-            except OverflowError:
-                raise InputError(f"weight #{i} is too large for float64") from None
-            if not math.isfinite(f):
-                raise InputError(f"weights contain NaN or inf (weight #{i} = {f})")
-            vals.append(f)
-        w = np.asarray(vals, dtype=np.float64).reshape(-1)
+        w = np.asarray([check_number(v, f"weight #{i}") for i, v in enumerate(weights)],
+                       dtype=np.float64).reshape(-1)
     if count is not None and w.shape[0] != count:
         raise InputError(f"{count} label sets but {w.shape[0]} weights: lengths must match")
     if np.any(w < 0):

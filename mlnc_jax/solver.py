@@ -34,6 +34,7 @@ import numpy as np
 from .certificate import rank_diagnosis
 from . import schema
 from .errors import InputError
+from .implicit import is_traced, traced_solve
 from .labels import LabelDistribution
 from .placement import Placer, ProblemData, bucket_rows, run_problems
 from .ufm import UFMConfig, UFMParams, init_params
@@ -124,11 +125,6 @@ def batch_grid(distributions, lambda_w, lambda_h, seeds=(0,)) -> BatchGrid:
     idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 4)
     return BatchGrid([dists[i] for i in idx[:, 0]], sd[idx[:, 3]], lw[idx[:, 1]], lh[idx[:, 2]],
                      idx, shape)
-
-
-def _traced(*xs) -> bool:
-    """Weights or λ's given as JAX tracers: the differentiable path (`mlnc_jax.implicit`)."""
-    return any(isinstance(l, jax.core.Tracer) for l in jax.tree_util.tree_leaves(xs))
 
 
 # -- validation: one function for every entry point -------------------------------------------
@@ -413,7 +409,7 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
 
     Returns a `SolveResult` with a leading batch axis.
     """
-    if _traced(distributions, config, lambda_w, lambda_h, lambda_b):
+    if is_traced(distributions, config, lambda_w, lambda_h, lambda_b):
         raise InputError("solve_batch takes concrete inputs; to differentiate, apply jax.grad "
                          "or jax.vmap to solve (or mlnc_jax.optimum) instead")
     t0 = time.perf_counter()
@@ -470,9 +466,7 @@ def solve(dist: LabelDistribution, config: UFMConfig, seed: int = 0, tol: float 
     """
     if not isinstance(dist, LabelDistribution):
         raise InputError(f"dist must be a LabelDistribution, got {type(dist).__name__}")
-    if _traced(dist, config):  # inside jax.grad / jacfwd / jacrev / vmap: THEORY §8
-        from .implicit import traced_solve
-
+    if is_traced(dist, config):  # inside jax.grad / jacfwd / jacrev / vmap: THEORY §8
         return traced_solve(dist, config, seed, tol, init=init, max_steps=max_steps,
                             cert_tol=cert_tol)
     if init is not None and not isinstance(init, str):

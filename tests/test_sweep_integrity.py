@@ -131,6 +131,15 @@ def test_stray_temporaries_are_removed(tmp_path, fake, capsys):
 
 
 @pytest.mark.parametrize("patch,word", [
+    ({"colour": 1}, "unknown sweep key"),
+    ({"losses": ["hinge"]}, "unknown loss"),
+    ({"dim": 0}, "dim"),
+    ({"lambda_w": [-1]}, "lambda_w"),
+    ({"distributions": []}, "distributions"),
+    ({"seeds": [-1]}, "seeds"),
+    ({"chunk_size": 0}, "chunk_size"),
+    ({"distributions": [{"generator": "nope"}]}, "unknown generator"),
+    ({"distributions": ["missing.json"]}, "no such file"),
     ({"tol": float("inf")}, "tol"),
     ({"tol": "1e-10"}, "tol"),
     ({"seeds": [2**63]}, "seeds"),
