@@ -12,6 +12,8 @@ from pathlib import Path
 import jax
 from tqdm.auto import tqdm
 
+from mlnc_jax import interrupts
+
 from . import FIGURES
 from ._common import run_experiment
 
@@ -37,6 +39,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     bar = tqdm(names, desc="figures", unit="fig", file=sys.stderr)
     for name in bar:
+        interrupts.check()
         bar.set_postfix_str(name)
         module = importlib.import_module(f"experiments.{name}")
         t = time.perf_counter()
@@ -53,7 +56,8 @@ def _main_interruptible() -> int:
     half-written stays behind; leaving through `os._exit` skips interpreter teardown, whose
     JAX atexit hook destroys the XLA client under a still-running computation (segfault)."""
     try:
-        return main()
+        with interrupts.guard():
+            return main()
     except KeyboardInterrupt:
         print("python -m experiments: interrupted", file=sys.stderr)
         for stream in (sys.stdout, sys.stderr):

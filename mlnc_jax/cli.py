@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 
-from . import schema
+from . import interrupts, schema
 from .errors import InputError, SolverDivergedError
 
 from .real_labels import load_labels
@@ -338,7 +338,8 @@ def main(argv=None, *, hard_exit: bool = False) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return int(args.func(args) or 0)
+        with interrupts.guard():
+            return int(args.func(args) or 0)
     except InputError as e:
         msg = _one_line(e)
         print(msg if msg.startswith("mlnc-jax") else f"mlnc-jax: error: {msg}", file=sys.stderr)

@@ -6,7 +6,9 @@ loss name:
 * `derivatives(Z, Y) -> (l [T], g [T, K], curv)`: value, gradient and curvature
   `∇²ℓ(z_s)` of every row, the curvature in the structured form the Newton core uses;
   `hess_matvec(curv, V)` applies it to `[T, K]` and `hess_congruence(curv, R)` forms
-  `R ∇²ℓ_s Rᵀ` (`[T, r, r]`). Built-ins use `diag(a_s) − q_s q_sᵀ` (rank one at most);
+  `R ∇²ℓ_s Rᵀ` (`[T, r, r]`), both for the exact prototype elimination; `hess_diagonal(curv,
+  P)` gives `diag(Pᵀ∇²ℓ_s P)` (`[T, d]`; `P` None: `diag ∇²ℓ_s`), the Jacobi preconditioner
+  of the matrix-free path. Built-ins use `diag(a_s) − q_s q_sᵀ` (rank one at most);
   `Loss.from_function` uses the dense `[T, K, K]` Hessian from autodiff.
 * `convex`: the certificate of THEORY §3 applies only to convex losses (§2c).
 * `ignored_directions(K)`: logit directions the loss ignores (PAL: `1`), `[n, K]`.
@@ -44,6 +46,7 @@ class Loss:
     derivatives: Callable
     hess_matvec: Callable
     hess_congruence: Callable
+    hess_diagonal: Callable
     convex: bool
     ignored_directions: Callable
     collapse_bias: Callable
@@ -87,7 +90,8 @@ class Loss:
                 Z = jnp.broadcast_to(jnp.asarray(b0), np.shape(Y))
                 return np.asarray(derivatives(Z, jnp.asarray(Y, Z.dtype))[1])
 
-        return Loss(str(name), derivatives, _dense_matvec, _dense_congruence, bool(convex),
+        return Loss(str(name), derivatives, _dense_matvec, _dense_congruence, _dense_diagonal,
+                    bool(convex),
                     ignored_directions or _no_directions, bias, collapse_gradients,
                     minimiser_error or _always, domain_error or _always)
 
@@ -117,12 +121,27 @@ def _diag_rank1_congruence(curv, R):
     return E
 
 
+def _diag_rank1_diagonal(curv, P=None):
+    """`diag(Pᵀ(diag(a_s) − q_s q_sᵀ)P)` for every row, `[T, d]` (`P` None: the identity)."""
+    a, q = curv
+    if P is None:
+        return a if q is None else a - q * q
+    out = a @ (P * P)
+    return out if q is None else out - (q @ P) ** 2
+
+
 def _dense_matvec(A, V):
     return jnp.einsum("tkl,tl->tk", A, V)
 
 
 def _dense_congruence(A, R):
     return jnp.einsum("ik,tkl,jl->tij", R, A, R)
+
+
+def _dense_diagonal(A, P=None):
+    if P is None:
+        return jnp.diagonal(A, axis1=-2, axis2=-1)
+    return jnp.einsum("kj,tkl,lj->tj", P, A, P)
 
 
 # -- the built-in losses --------------------------------------------------------------------
@@ -283,7 +302,8 @@ def _numeric_collapse_bias(derivatives, iters: int = 50):
 
 
 def _builtin(name, derivatives, ignored, bias, collapse_gradients, minimiser, domain=_always):
-    return Loss(name, derivatives, _diag_rank1_matvec, _diag_rank1_congruence, True, ignored,
+    return Loss(name, derivatives, _diag_rank1_matvec, _diag_rank1_congruence,
+                _diag_rank1_diagonal, True, ignored,
                 bias, collapse_gradients, minimiser, domain)
 
 

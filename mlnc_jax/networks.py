@@ -42,6 +42,7 @@ import numpy as np
 import optax
 import optax.tree_utils as otu
 
+from . import interrupts
 from .compare import relative_error
 from .errors import InputError
 from .labels import LabelDistribution
@@ -321,6 +322,7 @@ def train(X, Y, mlp: MLPConfig, tc: TrainConfig, *, seed: int = 0,
     rec = {"step": [], "phase": [], "objective": [], "observed": []}
 
     def record(p, step, phase, value=None):
+        interrupts.check()
         rec["step"].append(step)
         rec["phase"].append(phase)
         rec["objective"].append(float(_value(p, Xs, Yj, mlp, lt) if value is None else value))

@@ -30,9 +30,10 @@ import jax.numpy as jnp
 
 from .certificate import gradient_gram_eigenvalues, rho_from_eigenvalues
 from .losses import Loss
+from .matrix_free import Direction, matrix_free_direction
 
-__all__ = ["Problem", "State", "Summary", "value_grad", "block_residual", "init_state",
-           "newton_step", "summarize"]
+__all__ = ["Problem", "State", "Summary", "METHODS", "value_grad", "block_residual",
+           "init_state", "exact_direction", "newton_step", "choose_method", "summarize"]
 
 
 class Problem(NamedTuple):
@@ -60,6 +61,7 @@ class State(NamedTuple):
     best: jax.Array      # smallest residual so far
     stale: jax.Array     # consecutive steps without progress
     cg_budget: jax.Array  # CG iterations allowed in the next step (adapts, ≤ max_cg)
+    cg_total: jax.Array   # CG iterations spent so far (Hessian products: the cost measure)
 
 
 class Summary(NamedTuple):
@@ -131,7 +133,7 @@ def init_state(W, U, b, prob: Problem, tol, theta0, loss: Loss, bias: bool) -> S
     return State(W, U, b, f, gW, gU, gb, jnp.sqrt(_sqnorm(gW, gU, gb)), res, G, curv,
                  jnp.asarray(theta0, f.dtype), res <= tol, jnp.asarray(False),
                  jnp.asarray(0, jnp.int32), res, jnp.asarray(0, jnp.int32),
-                 jnp.asarray(_CG_START, jnp.int32))
+                 jnp.asarray(_CG_START, jnp.int32), jnp.asarray(0, jnp.int32))
 
 
 _CG_START = 8      # CG iterations of the first step; doubled while CG runs out of them
@@ -271,26 +273,61 @@ def _cg(st: State, schur, rW0, rb0, mu, budget):
     return jax.lax.while_loop(lambda c: ~c.stop, body, c0)
 
 
-def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool,
-                max_cg: int) -> State:
-    """One damped Newton step; a problem that is done, stalled or out of steps stays frozen."""
-    mu = st.theta * st.gnorm
+def exact_direction(st: State, prob: Problem, loss: Loss, bias: bool, mu, budget) -> Direction:
+    """The damped Newton direction with the prototype blocks eliminated exactly."""
     Dinv, Bop, schur = _operators(st, prob, loss, bias, mu)
     t = Dinv(st.gU)
     BW, Bb = Bop(t)
     bmask = 1.0 if bias else 0.0
-    budget = jnp.minimum(st.cg_budget, max_cg)
     cg = _cg(st, schur, st.gW - BW, (st.gb - Bb) * bmask, mu, budget)
-    # a step whose CG ran out of iterations gets twice as many next time; one that needed
-    # few gives some back (hard problems pay for CG, easy ones do not)
-    ran_out = (cg.k >= budget) & ~cg.neg
-    cg_budget = jnp.where(ran_out, jnp.minimum(2 * budget, max_cg),
-                          jnp.where(cg.k <= budget // 4, jnp.maximum(budget // 2, 4), budget))
-
     # the full step: p_U = −D_μ⁻¹(g_U + Bᵀp_A); the model value of F (without μ)
     pU = cg.pU - t
     pred = -(cg.m - 0.5 * jnp.sum(st.gU * t) - 0.5 * mu * _sqnorm(cg.pW, cg.pb, pU))
-    W1, U1, b1 = st.W + cg.pW, st.U + pU, st.b + cg.pb * bmask
+    return Direction(cg.pW, pU, cg.pb * bmask, pred, cg.k, cg.neg, cg.kneg)
+
+
+METHODS = ("exact", "matrix_free")
+
+# The matrix-free path needs more CG iterations per step than the exact one (its
+# preconditioner is only diagonal); measured on bibtex and K = 80…983 by bench_scaling
+_EXTRA_CG = 24
+_EXACT_MAX_BYTES = 2 << 30  # the per-row factors `T·r²` of the exact path, at most
+
+
+def step_flops(T: int, K: int, d: int, method: str, cg_iters: int) -> float:
+    """Flops of one Newton step with `cg_iters` CG iterations (the matmul terms only)."""
+    r = min(d, K)
+    hvp = 12.0 * T * K * d
+    if method == "exact":
+        return 2.0 * T * K * r * r + T * r**3 / 3.0 + cg_iters * (hvp + 4.0 * T * r * d)
+    return 9.0 * d**3 + 8.0 * T * K * d + 4.0 * T * d * d + cg_iters * hvp
+
+
+def choose_method(T: int, K: int, d: int) -> str:
+    """"exact" unless forming and factoring the `T` prototype blocks costs more than the
+    extra CG iterations the matrix-free path needs, or more memory than `_EXACT_MAX_BYTES`."""
+    r = min(d, K)
+    setup = 2.0 * T * K * r * r + T * r**3 / 3.0
+    if setup > _EXTRA_CG * 12.0 * T * K * d or 16 * T * r * r > _EXACT_MAX_BYTES:
+        return "matrix_free"
+    return "exact"
+
+
+def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool,
+                max_cg: int, method: str = "exact") -> State:
+    """One damped Newton step; a problem that is done, stalled or out of steps stays frozen.
+    `method` picks how the direction is found (`choose_method`); the step test is shared."""
+    mu = st.theta * st.gnorm
+    budget = jnp.minimum(st.cg_budget, max_cg)
+    find = exact_direction if method == "exact" else matrix_free_direction
+    dr = find(st, prob, loss, bias, mu, budget)
+    # a step whose CG ran out of iterations gets twice as many next time; one that needed
+    # few gives some back (hard problems pay for CG, easy ones do not)
+    ran_out = (dr.k >= budget) & ~dr.neg
+    cg_budget = jnp.where(ran_out, jnp.minimum(2 * budget, max_cg),
+                          jnp.where(dr.k <= budget // 4, jnp.maximum(budget // 2, 4), budget))
+    pred = dr.pred
+    W1, U1, b1 = st.W + dr.pW, st.U + dr.pU, st.b + dr.pb
     f1, gW1, gU1, gb1, G1, curv1 = value_grad(W1, U1, b1, prob, loss, bias)
     res1 = block_residual(W1, U1, b1, gW1, gU1, gb1, G1, prob, bias)
     ared = st.f - f1
@@ -304,7 +341,7 @@ def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool
     theta = jnp.where(rho > 0.75, st.theta / 3.0, jnp.where(rho > 0.25, st.theta, 2.0 * st.theta))
     theta = jnp.where(acc, theta, 4.0 * st.theta)
     # negative curvature: make μ exceed it next time
-    theta = jnp.where(cg.neg, jnp.maximum(theta, (mu + 2.0 * jnp.abs(cg.kneg)) / st.gnorm), theta)
+    theta = jnp.where(dr.neg, jnp.maximum(theta, (mu + 2.0 * jnp.abs(dr.kneg)) / st.gnorm), theta)
     theta = jnp.clip(theta, 1e-6, 1e12)
     sel = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(acc, a, b), new, old)
     residual = sel(res1, st.residual)
@@ -318,7 +355,8 @@ def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool
                  st.done | (residual <= tol),
                  st.stalled | (live & ((theta >= 1e12) | (stale >= _STALE_STEPS))),
                  st.steps + live.astype(st.steps.dtype), jnp.minimum(st.best, residual), stale,
-                 jnp.where(live, cg_budget, st.cg_budget).astype(st.cg_budget.dtype))
+                 jnp.where(live, cg_budget, st.cg_budget).astype(st.cg_budget.dtype),
+                 st.cg_total + jnp.where(live, dr.k, 0).astype(st.cg_total.dtype))
 
 
 def summarize(W, U, b, prob: Problem, loss: Loss, bias: bool) -> Summary:

@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import interrupts
 from .losses import Loss
-from .newton import Problem, init_state, newton_step, summarize
+from .newton import Problem, choose_method, init_state, newton_step, summarize
 
 __all__ = ["bucket_rows", "Placer", "ProblemData", "Outcome", "run_problems", "TRACE_COUNT"]
 
@@ -126,6 +127,7 @@ class Outcome(NamedTuple):
     stalled: bool
     finite: bool
     seconds: float
+    cg_iterations: int = 0
 
 
 # -- compiled programs over the slot axis -------------------------------------------------------
@@ -137,11 +139,12 @@ def _init_slots(W, U, b, prob, tol, theta0, loss: Loss, bias: bool):
     return jax.vmap(lambda W, U, b, p: init_state(W, U, b, p, tol, theta0, loss, bias))(W, U, b, prob)
 
 
-@partial(jax.jit, static_argnames=("loss", "bias", "max_cg"), donate_argnums=(0,))
-def _advance(state, prob, tol, max_steps, num_steps, loss: Loss, bias: bool, max_cg: int):
+@partial(jax.jit, static_argnames=("loss", "bias", "max_cg", "method"), donate_argnums=(0,))
+def _advance(state, prob, tol, max_steps, num_steps, loss: Loss, bias: bool, max_cg: int,
+             method: str):
     """Up to `num_steps` Newton steps on every slot; returns early once no slot is live."""
     TRACE_COUNT["advance"] += 1
-    step = jax.vmap(lambda st, p: newton_step(st, p, tol, max_steps, loss, bias, max_cg))
+    step = jax.vmap(lambda st, p: newton_step(st, p, tol, max_steps, loss, bias, max_cg, method))
     body = lambda c: (c[0] + 1, step(c[1], prob))
     over = lambda st: st.done | st.stalled | (st.steps >= max_steps)
     cond = lambda c: (c[0] < num_steps) & ~jnp.all(over(c[1]))
@@ -185,12 +188,14 @@ def _slot_arrays(problems, order, T_pad):
 
 def run_problems(problems: Sequence[ProblemData], loss: Loss, bias: bool, *, tol: float,
                  max_steps: int, chunk_steps: int, max_cg: int, slots: int, placer: Placer,
-                 theta0: float = 1.0,
+                 theta0: float = 1.0, method: str = "auto",
                  on_progress: Optional[Callable[[int, float], None]] = None) -> list[Outcome]:
     """Solve every problem with the Newton core; returns one `Outcome` per problem, in order.
 
     `slots` (a multiple of the device count) caps the vmapped width per bucket;
-    `on_progress(finished, worst_live_residual)` is called after every chunk.
+    `on_progress(finished, worst_live_residual)` is called after every chunk; `method`
+    ("auto", or one of `newton.METHODS`) picks how Newton directions are found, per bucket
+    with "auto" (`newton.choose_method`).
     """
     out: list[Optional[Outcome]] = [None] * len(problems)
     buckets: dict[int, list[int]] = {}
@@ -206,13 +211,16 @@ def run_problems(problems: Sequence[ProblemData], loss: Loss, bias: bool, *, tol
             n_slots = -(-n_slots // placer.n) * placer.n
         else:
             T_pad = -(-T_pad // placer.n) * placer.n
+        K, d = problems[members[0]].W0.shape
+        how = choose_method(T_pad, K, d) if method == "auto" else method
         finished = _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps,
-                               chunk_steps, max_cg, placer, theta0, out, finished, on_progress)
+                               chunk_steps, max_cg, placer, theta0, out, finished, on_progress,
+                               how)
     return out
 
 
 def _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps, chunk_steps,
-                max_cg, placer, theta0, out, finished, on_progress):
+                max_cg, placer, theta0, out, finished, on_progress, method):
     queue = list(members)
     slot_of = [queue.pop(0) if queue else -1 for _ in range(n_slots)]
     fill = [i if i >= 0 else members[-1] for i in slot_of]  # idle slots repeat a problem
@@ -222,7 +230,9 @@ def _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps, c
     st = _init_slots(*placer.put_params(W, U, b), prob, tol_a, theta0, loss, bias)
     spent = np.zeros(n_slots)
     while True:
-        done, stalled, steps, res = placer.get((st.done, st.stalled, st.steps, st.residual))
+        interrupts.check()
+        done, stalled, steps, res, cgs = placer.get((st.done, st.stalled, st.steps, st.residual,
+                                                     st.cg_total))
         over = done | stalled | (steps >= max_steps)
         live = np.array([i >= 0 for i in slot_of]) & ~over
         if on_progress is not None:
@@ -237,7 +247,8 @@ def _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps, c
                 out[i] = Outcome(Wh[j], sm.H[j, :T], bh[j], float(sm.objective[j]),
                                  float(sm.grad_norm[j]), float(sm.residual[j]),
                                  float(sm.certificate[j]), sm.gram_eigenvalues[j], int(steps[j]),
-                                 bool(done[j]), bool(stalled[j]), bool(sm.finite[j]), spent[j])
+                                 bool(done[j]), bool(stalled[j]), bool(sm.finite[j]), spent[j],
+                                 int(cgs[j]))
                 slot_of[j] = queue.pop(0) if queue else -1
                 spent[j] = 0.0
                 finished += 1
@@ -258,6 +269,7 @@ def _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps, c
             return finished
         active = np.array([i >= 0 for i in slot_of])
         t0 = time.perf_counter()
-        st = _advance(st, prob, tol_a, ms_a, jnp.asarray(chunk_steps, jnp.int32), loss, bias, max_cg)
+        st = _advance(st, prob, tol_a, ms_a, jnp.asarray(chunk_steps, jnp.int32), loss, bias, max_cg,
+                      method)
         jax.block_until_ready(st.done)
         spent[active] += (time.perf_counter() - t0) / max(int(active.sum()), 1)

@@ -162,13 +162,16 @@ def estimate_spectrum_bytes(num_classes: int, num_sets: int) -> float:
     return 8 * (3 * (K + 1) * K * K + 8 * K * K + 4 * T * K)
 
 
-def estimate_solve_bytes(num_classes: int, num_sets: int, dim: int, batch: int = 1) -> float:
+def estimate_solve_bytes(num_classes: int, num_sets: int, dim: int, batch: int = 1,
+                         method: str = "exact") -> float:
     """The Newton engine's working set per problem solved side by side: the labels, the
-    loss gradient and curvature and a few CG vectors (`T × K` and `T × d` each), the
-    per-set `r × r` Cholesky factors (`r = min(d, K)`) and `W`-sized blocks."""
+    loss gradient and curvature and a few CG vectors (`T × K` and `T × d` each), `W`-sized
+    blocks and, for the exact path, the per-set `r × r` Cholesky factors (`r = min(d, K)`)."""
     K, T, d, B = float(num_classes), float(num_sets), float(dim), float(batch)
-    r = min(K, d)
-    return 8 * B * (T * (12 * K + 10 * d + 3 * r * r) + 4 * K * d)
+    if method == "exact":
+        r = min(K, d)
+        return 8 * B * (T * (12 * K + 10 * d + 3 * r * r) + 4 * K * d)
+    return 8 * B * (T * (12 * K + 18 * d) + 14 * K * d + 3 * d * d)
 
 
 # -- label distributions -----------------------------------------------------------------

@@ -36,6 +36,7 @@ from . import schema
 from .errors import InputError
 from .implicit import is_traced, traced_solve
 from .labels import LabelDistribution
+from .newton import METHODS, choose_method
 from .placement import Placer, ProblemData, bucket_rows, run_problems
 from .ufm import UFMConfig, UFMParams, init_params
 
@@ -361,13 +362,33 @@ def _default_slots(platform: str, n_dev: int) -> int:
     return (16 if platform == "cpu" else 8192) * n_dev
 
 
-def _progress_bar(total: int, enabled: Optional[bool]):
+def _progress_bar(total: int, enabled: Optional[bool], tol: float):
+    """Problems finished, with the worst live residual; for one problem, the residual's
+    decades on the way to `tol`, so the bar's ETA extrapolates the residual's descent."""
     if enabled is None:
         enabled = bool(getattr(sys.stderr, "isatty", lambda: False)())
     if not enabled:
         return None, None
     from tqdm.auto import tqdm
 
+    if total == 1:
+        bar = tqdm(total=1.0, desc="solve", unit="decade",
+                   bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]")
+        first = []
+
+        def update(finished, worst):
+            if finished or not math.isfinite(worst) or worst <= 0:
+                bar.n = bar.total
+            else:
+                if not first:
+                    first.append(worst)
+                    bar.total = max(math.log10(worst / tol), 1e-9)
+                    bar.reset(total=bar.total)
+                bar.n = min(max(math.log10(first[0] / worst), 0.0), bar.total)
+            bar.set_description_str(f"solve: residual {worst:.1e} -> {tol:.0e}", refresh=False)
+            bar.refresh()
+
+        return bar, update
     bar = tqdm(total=total, desc="solve", unit="problem")
 
     def update(finished, worst):
@@ -380,10 +401,10 @@ def _progress_bar(total: int, enabled: Optional[bool]):
 
 def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *,
                 lambda_w=None, lambda_h=None, lambda_b=None, init=None, init_scale: float = 0.1,
-                max_steps: int = 500, chunk_steps: int = 8, max_cg: int = 64,
+                max_steps: int = 500, chunk_steps: Optional[int] = None, max_cg: int = 64,
                 cert_tol: float = 1e-6, batch_size: Optional[int] = None,
                 devices: Optional[Sequence] = None, progress: Optional[bool] = None,
-                warn: bool = True) -> SolveResult:
+                warn: bool = True, method: str = "auto") -> SolveResult:
     """Solve many reduced UFM problems (THEORY §2) with the Newton core.
 
     Args:
@@ -399,8 +420,13 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
         plus the seeded start; bias at the loss's collapse bias), or `UFMParams` with a
         leading batch axis (`H [B, T_max, d]`), or a list of `B` `(W, H, b)`.
       max_steps: Newton steps per problem; chunk_steps: steps per compiled call between
-        progress updates; max_cg: the cap of conjugate-gradient iterations per step (the
-        budget starts at 8 and doubles while CG runs out of it).
+        progress updates (default 8, or 1 on the matrix-free path, whose steps are long);
+        max_cg: the cap of conjugate-gradient iterations per step (the budget starts at 8,
+        doubles while CG runs out of it and halves when a step needs a quarter of it).
+      method: how Newton directions are found: "exact" (prototype blocks eliminated
+        exactly; `T·r²` memory), "matrix_free" (preconditioned CG on all blocks, for large
+        label spaces), or "auto" (by the flop and memory estimate of
+        `newton.choose_method`). Both give the same certified optimum.
       cert_tol: certified when `ρ ≤ 1 + cert_tol` at a converged point (THEORY §2c).
       batch_size: problems solved side by side (default: 16 per device on CPU, 8192 on
         accelerators); devices: where to shard them (default `jax.devices()`).
@@ -415,8 +441,10 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
     t0 = time.perf_counter()
     req = validate(distributions, config, seeds, tol, cert_tol, lambda_w, lambda_h, lambda_b)
     max_steps = _check_int("max_steps", max_steps, 1)
-    chunk_steps = _check_int("chunk_steps", chunk_steps, 1)
     max_cg = _check_int("max_cg", max_cg, 1)
+    if method != "auto" and method not in METHODS:
+        raise InputError(f"method must be 'auto' or one of {', '.join(map(repr, METHODS))}, "
+                         f"got {method!r}")
     if isinstance(init_scale, bool) or not isinstance(init_scale, numbers.Real) \
             or not (math.isfinite(init_scale) and init_scale >= 0):
         raise InputError(f"init_scale must be a finite number >= 0, got {init_scale!r}")
@@ -431,16 +459,19 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
         _check_int("batch_size", batch_size, 1)
     K, d = req.dists[0].num_classes, req.config.dim
     n_at_once = min(slots, len(req.dists))
-    schema.check_memory(schema.estimate_solve_bytes(
-        K, bucket_rows(max(x.num_sets for x in req.dists)), d, n_at_once),
-        f"solving {n_at_once} problem(s) at once with K = {K}, dim = {d}")
+    T_big = bucket_rows(max(x.num_sets for x in req.dists))
+    how = choose_method(T_big, K, d) if method == "auto" else method
+    chunk_steps = (8 if how == "exact" else 1) if chunk_steps is None else \
+        _check_int("chunk_steps", chunk_steps, 1)
+    schema.check_memory(schema.estimate_solve_bytes(K, T_big, d, n_at_once, how),
+                        f"solving {n_at_once} problem(s) at once with K = {K}, dim = {d}")
     with jax.enable_x64(True):
         probs, backs = _problems(req, init, init_scale)
-        bar, update = _progress_bar(len(probs), progress)
+        bar, update = _progress_bar(len(probs), progress, req.tol)
         try:
             outs = run_problems(probs, req.config.loss_record, req.config.bias, tol=req.tol,
                                 max_steps=max_steps, chunk_steps=chunk_steps, max_cg=max_cg,
-                                slots=slots, placer=placer, on_progress=update)
+                                slots=slots, placer=placer, on_progress=update, method=method)
         finally:
             if bar is not None:
                 bar.close()
@@ -455,7 +486,8 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
 def solve(dist: LabelDistribution, config: UFMConfig, seed: int = 0, tol: float = 1e-10, *,
           init=None, init_scale: float = 0.1, max_steps: int = 500, max_cg: int = 64,
           cert_tol: float = 1e-6, progress: Optional[bool] = False,
-          devices: Optional[Sequence] = None, warn: bool = True) -> SolveResult:
+          devices: Optional[Sequence] = None, warn: bool = True,
+          method: str = "auto") -> SolveResult:
     """Solve one reduced UFM problem (THEORY §2): `solve_batch([dist], ...).item(0)`.
 
     Under `jax.grad`/`jacfwd`/`jacrev`/`vmap` (weights or the config's λ's are tracers) it
@@ -475,7 +507,7 @@ def solve(dist: LabelDistribution, config: UFMConfig, seed: int = 0, tol: float 
         init = [tuple(init)]
     res = solve_batch([dist], config, seeds=[seed], tol=tol, init=init, init_scale=init_scale,
                       max_steps=max_steps, max_cg=max_cg, cert_tol=cert_tol, progress=progress,
-                      devices=devices, warn=False)
+                      devices=devices, warn=False, method=method)
     out = res.item(0)
     if warn:
         _warn(res)

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from . import interrupts
 from .errors import InputError
 from .labels import LabelDistribution
 from .results_io import jsonable, run_metadata, write_json_atomic
@@ -257,6 +258,7 @@ def _run_locked(manifest, out: Path, progress: bool, UFMConfig) -> dict:
             from tqdm.auto import tqdm
             bar = tqdm(total=len(chunks), initial=skipped, desc="sweep chunks", unit="chunk")
         for i in todo:
+            interrupts.check()
             idx = chunks[i]
             p0 = problems[idx[0]]
             config = UFMConfig(p0["loss"], settings["dim"], p0["lambda_w"], p0["lambda_h"],

@@ -135,3 +135,25 @@ def test_sigkill_then_rerun_is_bitwise_equal_and_locked_meanwhile(tmp_path, caps
     np.testing.assert_array_equal(got["problem"], np.arange(len(manifest["problems"])))
     assert not [f for f in os.listdir(killed) if "tmp" in f]
     shutil.rmtree(killed)
+
+
+class _SignalsInFinalizer:
+    """A finalizer during which SIGINT arrives: Python raises it inside `__del__`, prints
+    "Exception ignored" and drops it."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # bytecode for the pending handler to run on
+            pass
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_interrupt_swallowed_by_a_finalizer_is_raised_at_the_next_check():
+    from mlnc_jax import interrupts
+
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.guard():
+            _SignalsInFinalizer()  # dropped at once: its __del__ swallows the interrupt
+            interrupts.check()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    interrupts.check()  # nothing pending after the guard
