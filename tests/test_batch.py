@@ -220,11 +220,12 @@ _ROWS = textwrap.dedent("""
     import mlnc_jax as mj
     d = mj.load_real("emotions")
     out = {"devices": len(jax.devices())}
-    for loss in ("pal", "bce"):
+    for key, loss, method in (("pal", "pal", "auto"), ("bce", "bce", "auto"),
+                              ("bce_matrix_free", "bce", "matrix_free")):
         cfg = mj.UFMConfig(loss, 6, 5e-3, 5e-3)
-        many = mj.solve(d, cfg, devices=jax.devices())
-        one = mj.solve(d, cfg, devices=jax.devices()[:1])
-        out[loss] = {"status": [str(many.status), str(one.status)],
+        many = mj.solve(d, cfg, devices=jax.devices(), method=method)
+        one = mj.solve(d, cfg, devices=jax.devices()[:1], method=method)
+        out[key] = {"status": [str(many.status), str(one.status)],
                      "diff": {k: float(np.max(np.abs(np.asarray(getattr(many, k))
                                                      - np.asarray(getattr(one, k)))))
                               for k in ("W", "H", "b", "objective", "certificate")}}
@@ -233,7 +234,8 @@ _ROWS = textwrap.dedent("""
 
 
 def test_one_problem_sharded_over_rows_equals_single_device():
-    """One problem, four devices: the label-set axis is sharded (GSPMD reductions for W, b)."""
+    """One problem, four devices: the label-set axis is sharded (GSPMD reductions for W, b),
+    on both engine paths."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=4")
     out = subprocess.run([sys.executable, "-c", _ROWS], env=env, capture_output=True,
@@ -241,7 +243,7 @@ def test_one_problem_sharded_over_rows_equals_single_device():
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["devices"] == 4
-    for loss in ("pal", "bce"):
+    for loss in ("pal", "bce", "bce_matrix_free"):
         assert res[loss]["status"] == ["certified", "certified"], res
         # the same Newton iteration, with reductions summed in another order: round-off only
         for k, v in res[loss]["diff"].items():

@@ -79,8 +79,7 @@ def _q_host(loss, dist, cfg, w, lw, lh):
     return np.array(_functionals(r.W @ r.W.T, r.H @ r.H.T, z, r.objective, dist, np))
 
 
-CASES = [("pal", "random1"), ("bce", "random2"), ("mse", "random3"), ("pal", "scene"),
-         ("bce", "scene"), ("mse", "emotions")]
+CASES = [("pal", "scene"), ("bce", "random2"), ("mse", "emotions")]
 
 
 @pytest.mark.parametrize("loss,name", CASES)

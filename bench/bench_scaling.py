@@ -1,0 +1,177 @@
+"""Benchmark: time per certified solve against K and T, for both engine paths.
+
+Label spaces are cut from the shipped delicious table (K = 983, 16,105 documents), so they
+are real co-occurrence patterns at every size:
+
+* K sweep: the K most frequent classes, every document (T = distinct restricted sets);
+* T sweep: K = 40 most frequent classes, the first N documents of a fixed shuffle.
+
+Each point: BCE, d = K, λ_W = λ_H = 5e-3, tol 1e-10, float64, `init="mse"`, one process.
+Reported per path: wall time of the certified solve after a compile run on the same shape
+(compile time apart), Newton steps, CG iterations (Hessian products), the flop estimate
+`newton.step_flops` summed over the run, and the achieved GFLOP/s; plus the path `auto`
+picks. The exact path is skipped where its per-set factors exceed 4 GB.
+
+Usage: python bench/bench_scaling.py [--quick] [--out bench/scaling.json]
+       python bench/bench_scaling.py --plot bench/scaling.json   (figures/scaling.png)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import numpy as np  # noqa: E402
+
+
+def _documents(name="delicious", seed=0):
+    """The table's documents as label lists, in a fixed shuffled order."""
+    from mlnc_jax.real_labels import _raw
+
+    raw = _raw(name)
+    docs = [s for s, c in zip(raw["label_sets"], raw["weights"]) for _ in range(int(c))]
+    order = np.random.default_rng(seed).permutation(len(docs))
+    return [docs[i] for i in order], raw["num_classes"]
+
+
+def _restrict(docs, K_all, K):
+    """Distribution over the K most frequent classes (documents left with no label drop out)."""
+    from mlnc_jax.labels import LabelDistribution
+
+    freq = np.zeros(K_all)
+    for s in docs:
+        freq[list(s)] += 1
+    top = np.argsort(-freq, kind="stable")[:K]
+    where = {int(c): i for i, c in enumerate(top)}
+    counts: dict = {}
+    for s in docs:
+        t = tuple(sorted(where[c] for c in s if c in where))
+        if t:
+            counts[t] = counts.get(t, 0) + 1
+    sets = list(counts)
+    Y = np.zeros((len(sets), K))
+    for i, t in enumerate(sets):
+        Y[i, list(t)] = 1.0
+    w = np.array([counts[t] for t in sets], float)
+    return LabelDistribution(Y, w / w.sum(), K)
+
+
+def _solve(dist, method):
+    import mlnc_jax as mj
+    from mlnc_jax import placement, solver
+
+    seen = {}
+    run = placement.run_problems
+
+    def spy(*a, **k):
+        out = run(*a, **k)
+        seen["o"] = out[0]
+        return out
+
+    solver.run_problems = spy
+    try:
+        K = dist.num_classes
+        t = time.perf_counter()
+        r = mj.solve(dist, mj.UFMConfig("bce", K, 5e-3, 5e-3), tol=1e-10, init="mse",
+                     method=method, warn=False)
+        return r, seen["o"], time.perf_counter() - t
+    finally:
+        solver.run_problems = run
+
+
+def _point(dist, method, repeat):
+    from mlnc_jax.newton import step_flops
+    from mlnc_jax.placement import bucket_rows
+
+    K, T = dist.num_classes, dist.num_sets
+    _, _, first = _solve(dist, method)            # compiles this shape
+    runs = [_solve(dist, method) for _ in range(repeat)]
+    r, o, wall = min(runs, key=lambda x: x[2])
+    Tp = bucket_rows(T)
+    per_step, per_cg = step_flops(Tp, K, K, method, 0), step_flops(Tp, K, K, method, 1)
+    flops = o.steps * per_step + o.cg_iterations * (per_cg - per_step)
+    return {"K": K, "T": T, "method": method, "status": str(r.status), "steps": int(o.steps),
+            "cg_iterations": int(o.cg_iterations), "seconds": wall,
+            "compile_s": max(first - wall, 0.0), "gflop": flops / 1e9,
+            "gflops_per_s": flops / 1e9 / wall}
+
+
+def run(quick: bool, out: str, repeat: int):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from mlnc_jax import schema
+    from mlnc_jax.newton import choose_method
+    from mlnc_jax.placement import bucket_rows
+    from mlnc_jax.results_io import run_metadata, write_json_atomic
+
+    docs, K_all = _documents()
+    Ks = [10, 20, 40] if quick else [10, 20, 40, 80, 160]
+    Ns = [200, 1000] if quick else [100, 400, 1600, 6400, 16105]
+    cases = [("K", _restrict(docs, K_all, K)) for K in Ks]
+    cases += [("T", _restrict(docs[:n], K_all, 40)) for n in Ns]
+    rows = []
+    for sweep, dist in cases:
+        K, Tp = dist.num_classes, bucket_rows(dist.num_sets)
+        auto = choose_method(Tp, K, K)
+        for method in ("exact", "matrix_free"):
+            if method == "exact" and schema.estimate_solve_bytes(K, Tp, K, 1, "exact") > 4e9:
+                continue
+            row = {"sweep": sweep, "auto": auto, **_point(dist, method, repeat)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    write_json_atomic(out, {"rows": rows, "meta": run_metadata(
+        command="bench/bench_scaling.py", quick=quick, repeat=repeat, loss="bce",
+        lambda_w=5e-3, lambda_h=5e-3, tol=1e-10, init="mse")})
+
+
+def plot(path: str, png: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = json.load(open(path))["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, sweep, xk, xlabel in ((axes[0], "K", "K", "classes K (T = distinct sets)"),
+                                  (axes[1], "T", "T", "label sets T (K = 40)")):
+        for method, style in (("exact", "o-"), ("matrix_free", "s--")):
+            pts = sorted((r[xk], r["seconds"], r["gflops_per_s"]) for r in rows
+                         if r["sweep"] == sweep and r["method"] == method)
+            if pts:
+                x, y, g = zip(*pts)
+                ax.loglog(x, y, style, label=method.replace("_", "-"))
+                for xi, yi, gi in pts:
+                    ax.annotate(f"{gi:.0f}", (xi, yi), textcoords="offset points",
+                                xytext=(4, -10), fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("seconds per certified solve")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(title="path (labels: GFLOP/s)", fontsize=8, title_fontsize=8)
+    fig.suptitle("BCE, d = K, λ = 5e-3, tol 1e-10, float64, 2-core CPU (delicious subsets)",
+                 fontsize=9)
+    fig.tight_layout()
+    tmp = png + ".tmp.png"
+    fig.savefig(tmp, dpi=130)
+    os.replace(tmp, png)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--out", default=os.path.join(HERE, "scaling.json"))
+    ap.add_argument("--plot", metavar="JSON")
+    ap.add_argument("--png", default=os.path.join(os.path.dirname(HERE), "figures", "scaling.png"))
+    a = ap.parse_args()
+    if a.plot:
+        plot(a.plot, a.png)
+    else:
+        run(a.quick, a.out, a.repeat)
+        plot(a.out, a.png)
