@@ -1,6 +1,6 @@
 """One certified solve on the delicious label space (K = 983, T = 15,806 label sets),
 d = K, λ_W = λ_H = 5e-3, tol 1e-10, on the matrix-free path; prints time, Newton steps,
-CG iterations and the peak resident memory (VmHWM). Usage: python bench/delicious_run.py LOSS"""
+CG iterations and the peak resident memory (VmHWM). Usage: python bench/delicious_run.py LOSS [random|mse]"""
 
 import json
 import sys
@@ -23,7 +23,7 @@ def peak_rss_gb() -> float:
     return float("nan")
 
 
-def main(loss: str, name: str = "delicious") -> dict:
+def main(loss: str, init: str = "random", name: str = "delicious") -> dict:
     dist = mj.load_real(name)
     K = dist.num_classes
     spent = {}
@@ -36,11 +36,12 @@ def main(loss: str, name: str = "delicious") -> dict:
 
     solver.run_problems = spy
     t0 = time.perf_counter()
-    r = mj.solve(dist, mj.UFMConfig(loss, K, 5e-3, 5e-3), tol=1e-10, progress=True)
+    r = mj.solve(dist, mj.UFMConfig(loss, K, 5e-3, 5e-3), tol=1e-10, progress=True,
+                 init=None if init == "random" else init)
     wall = time.perf_counter() - t0
     o = spent["outcome"]
     rec = {"labels": name, "loss": loss, "K": K, "T": dist.num_sets, "dim": K,
-           "status": str(r.status), "residual": float(r.residual),
+           "init": init, "status": str(r.status), "residual": float(r.residual),
            "certificate": float(r.certificate), "steps": int(r.steps),
            "cg_iterations": o.cg_iterations, "wall_s": wall, "compute_s": o.seconds,
            "peak_rss_gb": peak_rss_gb(), "meta": run_metadata(command="bench/delicious_run.py")}

@@ -288,9 +288,12 @@ def exact_direction(st: State, prob: Problem, loss: Loss, bias: bool, mu, budget
 
 METHODS = ("exact", "matrix_free")
 
-# The matrix-free path needs more CG iterations per step than the exact one (its
-# preconditioner is only diagonal); measured on bibtex and K = 80…983 by bench_scaling
-_EXTRA_CG = 24
+# What one step of the exact path costs beyond the matrix-free one, in Hessian products:
+# the matrix-free path needs more of them (its preconditioner is only diagonal), but the
+# exact path's batched Cholesky and triangular solves run at a few GFLOP/s on a CPU where
+# matmuls run at 50+. Calibrated on bench/RESULTS.md: BCE is 2.6× faster matrix-free at
+# K = 40 and 4× at K = 80; PAL is 1.25× slower matrix-free at K = 53 and 1.2× faster at 159.
+_EXTRA_CG = 8
 _EXACT_MAX_BYTES = 2 << 30  # the per-row factors `T·r²` of the exact path, at most
 
 

@@ -21,7 +21,7 @@ import math
 import numbers
 import os
 import sys
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -155,11 +155,14 @@ def estimate_distribution_bytes(num_sets: int, num_classes: int) -> float:
     return 4.0 * 8 * float(num_sets) * float(num_classes)
 
 
-def estimate_spectrum_bytes(num_classes: int, num_sets: int) -> float:
-    """`spectrum_arrays` holds `M_m`, `C_m` `[K+1, K, K]` and an einsum temporary of the same
-    size, plus `[K, K]` matrices and the `[T, K]` labels."""
+def estimate_spectrum_bytes(num_classes: int, num_sets: int,
+                            num_multiplicities: Optional[int] = None) -> float:
+    """`spectrum_arrays` holds `M_m`, `C_m` `[n, K, K]` and a temporary of the same size
+    (`n` multiplicities: those present, or all `K+1`), plus `[K, K]` matrices and the
+    `[T, K]` labels."""
     K, T = float(num_classes), float(num_sets)
-    return 8 * (3 * (K + 1) * K * K + 8 * K * K + 4 * T * K)
+    n = K + 1 if num_multiplicities is None else float(num_multiplicities)
+    return 8 * (3 * n * K * K + 8 * K * K + 4 * T * K)
 
 
 def estimate_solve_bytes(num_classes: int, num_sets: int, dim: int, batch: int = 1,

@@ -101,18 +101,34 @@ def multiplicity_masses(label_sets, weights):
     return weights @ multiplicity_onehot(label_sets, weights)
 
 
-def conditional_moments(label_sets, weights):
+def conditional_moments(label_sets, weights, multiplicities=None):
     """Per-multiplicity conditional moments `(p_m [K+1, K], M_m [K+1, K, K], C_m [K+1, K, K])`
     with `p_m = Σ_{|S|=m} π_s y_s / π(m)`, `M_m = Σ_{|S|=m} π_s y_s y_sᵀ / π(m)`,
     `C_m = M_m − p_m p_mᵀ` (THEORY §1). Rows of absent multiplicities (`π(m) = 0`) are zero.
+
+    `multiplicities` (numpy inputs only): compute just these rows, in this order (leading
+    axis `len(multiplicities)`), each from its own label sets: `O(T·K²)` work and
+    `O(len·K²)` memory in all, so K ≈ 1,000 label spaces fit.
     """
     xp = array_module(label_sets, weights)
     E = multiplicity_onehot(label_sets, weights)               # [T, K+1]
     wm = E * weights[:, None]                                   # π_s [|S_s| = m]
     mass = xp.sum(wm, axis=0)                                   # [K+1]
     inv = xp.where(mass > 0, 1.0 / xp.where(mass > 0, mass, 1.0), 0.0)
-    pm = (wm.T @ label_sets) * inv[:, None]
-    Mm = xp.einsum("sm,sk,sl->mkl", wm, label_sets, label_sets) * inv[:, None, None]
+    if multiplicities is not None:
+        if xp is not np:
+            raise InputError("conditional_moments(multiplicities=...) takes numpy arrays")
+        K = label_sets.shape[-1]
+        ms = [int(m) for m in multiplicities]
+        pm, Mm = np.zeros((len(ms), K)), np.zeros((len(ms), K, K))
+        for i, m in enumerate(ms):
+            rows = E[:, m] > 0
+            Ym, w = label_sets[rows], wm[rows, m]
+            pm[i] = (w @ Ym) * inv[m]
+            Mm[i] = ((Ym * w[:, None]).T @ Ym) * inv[m]
+    else:
+        pm = (wm.T @ label_sets) * inv[:, None]
+        Mm = xp.einsum("sm,sk,sl->mkl", wm, label_sets, label_sets) * inv[:, None, None]
     Cm = Mm - pm[:, :, None] * pm[:, None, :]
     return pm, Mm, Cm
 
@@ -145,6 +161,8 @@ class SpectrumArrays(NamedTuple):
     `multiplicity_count[m]` is the number of label sets with `|S| = m` and `π_s > 0`.
     Absent multiplicities (`π(m) = 0`) have NaN `spectrum`, `kappa` and `isotropy_defect`
     rows (zero moments); `isotropy_defect[m]` is also NaN when `C_m = 0` (a single set).
+    With `spectrum_arrays(..., multiplicities=ms)` the per-multiplicity rows are those of
+    `ms`, in order (`multiplicity_mass` and `multiplicity_count` stay `[K+1]`).
     """
 
     class_frequencies: jax.Array          # [K]        p
@@ -163,13 +181,14 @@ class SpectrumArrays(NamedTuple):
     isotropy_defect: jax.Array            # [K+1]      δ_m
 
 
-def spectrum_arrays(label_sets, weights) -> SpectrumArrays:
+def spectrum_arrays(label_sets, weights, multiplicities=None) -> SpectrumArrays:
     """All label spectra of THEORY §1 from `label_sets [T, K]`, `weights [T]`.
 
     Pure: with jax arrays (or under `jit`/`vmap`) it is computed with `jax.numpy`; with
     numpy arrays it runs in numpy (host side, no compilation). Needs `K ≥ 2` (statically).
     Zero-weight padding rows drop out, so it vmaps over a batch of distributions padded to a
-    common `T`.
+    common `T`. `multiplicities` (numpy only, see `conditional_moments`): the per-multiplicity
+    fields hold just these rows, in this order.
     """
     xp = array_module(label_sets, weights)
     label_sets = xp.asarray(label_sets)
@@ -182,11 +201,14 @@ def spectrum_arrays(label_sets, weights) -> SpectrumArrays:
     E = multiplicity_onehot(label_sets, weights)
     mass = weights @ E
     count = xp.sum(E, axis=0).astype(xp.int32)
-    pm, Mm, Cm = conditional_moments(label_sets, weights)
-    present = mass > 0
+    pm, Mm, Cm = conditional_moments(label_sets, weights, multiplicities)
+    present, count_m = mass > 0, count
+    if multiplicities is not None:
+        idx = np.asarray([int(m) for m in multiplicities], dtype=int)
+        present, count_m = present[idx], count[idx]
     spec = xp.where(present[:, None], contrast_spectrum(Cm), xp.nan)
     spec_all = contrast_spectrum(C)
-    delta = xp.where(present & (count > 1), isotropy_defect(Cm), xp.nan)
+    delta = xp.where(present & (count_m > 1), isotropy_defect(Cm), xp.nan)
     return SpectrumArrays(p, xp.sum(p), M, C, mass, count, pm, Mm, Cm, spec, spec_all,
                           spec[:, 0], spec_all[0], delta)
 
@@ -238,18 +260,20 @@ def label_spectrum(dist: LabelDistribution) -> LabelSpectrum:
     if dist.num_classes < 2:
         raise InputError("label spectra need at least K = 2 classes")
     check_has_labels(dist, "label spectra")
-    check_memory(estimate_spectrum_bytes(dist.num_classes, dist.num_sets),
-                 f"the label spectrum of K = {dist.num_classes} classes")
     dist = _support_only(dist)
-    a = spectrum_arrays(np.asarray(dist.label_sets, dtype=np.float64),
-                        np.asarray(dist.weights, dtype=np.float64))
-    ms = tuple(int(m) for m in np.flatnonzero(a.multiplicity_mass > 0))
+    Y = np.asarray(dist.label_sets, dtype=np.float64)
+    w = np.asarray(dist.weights, dtype=np.float64)
+    ms = tuple(int(m) for m in np.flatnonzero(multiplicity_masses(Y, w) > 0))
+    check_memory(estimate_spectrum_bytes(dist.num_classes, dist.num_sets, len(ms)),
+                 f"the label spectrum of K = {dist.num_classes} classes")
+    a = spectrum_arrays(Y, w, multiplicities=ms)
+    at = {m: i for i, m in enumerate(ms)}  # per-multiplicity rows are in the order of ms
     thresholds = {}
     for loss in THRESHOLD_LOSSES:  # None where the loss is undefined on the support
         undefined = get_loss(loss).domain_error(dist.label_sets, dist.weights)
         thresholds[loss] = None if undefined else float(collapse_threshold(dist, loss))
-    delta = {m: (None if not np.isfinite(a.isotropy_defect[m]) else float(a.isotropy_defect[m]))
-             for m in ms}
+    delta = {m: (None if not np.isfinite(a.isotropy_defect[at[m]])
+                 else float(a.isotropy_defect[at[m]])) for m in ms}
     return LabelSpectrum(
         num_classes=int(dist.num_classes),
         class_frequencies=a.class_frequencies,
@@ -259,11 +283,11 @@ def label_spectrum(dist: LabelDistribution) -> LabelSpectrum:
         multiplicities=ms,
         multiplicity_mass={m: float(a.multiplicity_mass[m]) for m in ms},
         multiplicity_count={m: int(a.multiplicity_count[m]) for m in ms},
-        conditional_frequencies={m: a.conditional_frequencies[m] for m in ms},
-        conditional_covariance={m: a.conditional_covariance[m] for m in ms},
-        spectrum={m: a.spectrum[m] for m in ms},
+        conditional_frequencies={m: a.conditional_frequencies[at[m]] for m in ms},
+        conditional_covariance={m: a.conditional_covariance[at[m]] for m in ms},
+        spectrum={m: a.spectrum[at[m]] for m in ms},
         spectrum_all=a.spectrum_all,
-        kappa={m: float(a.kappa[m]) for m in ms},
+        kappa={m: float(a.kappa[at[m]]) for m in ms},
         kappa_all=float(a.kappa_all),
         isotropy_defect=delta,
         collapse_threshold=thresholds,

@@ -71,7 +71,8 @@ def test_matrix_free_solve_batch_mixes_problems():
 
 def test_auto_picks_the_exact_path_for_small_and_matrix_free_for_large_label_spaces():
     assert choose_method(256, 14, 14) == "exact"
-    assert choose_method(1024, 80, 80) == "exact"
+    assert choose_method(1024, 32, 32) == "exact"
+    assert choose_method(1024, 80, 80) == "matrix_free"
     # delicious at d = K: 10¹³ flops and ~120 GB of per-set factors on the exact path
     assert choose_method(16384, 983, 983) == "matrix_free"
     assert step_flops(16384, 983, 983, "exact", 0) > 1e13

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import mlnc_jax as mj
 from mlnc_jax.certificate import collapse_threshold
 from mlnc_jax.errors import InputError
 from mlnc_jax.labels import LabelDistribution, balanced, random_correlated, singleton_imbalance
@@ -219,3 +220,28 @@ def test_collapse_threshold_against_solve(imbalanced6, loss):
             assert float(res.certificate) <= 1.0 + 1e-8
     assert norms[1.1] < 1e-6, norms          # above the threshold: collapse W = 0
     assert norms[0.9] > 1e-2, norms          # below: W clearly non-zero
+
+
+def test_present_multiplicities_only_equal_the_full_arrays():
+    """`spectrum_arrays(..., multiplicities=ms)` (the host path of `label_spectrum`, which
+    fits K ≈ 1,000) equals the `[K+1]`-row arrays at those rows."""
+    from mlnc_jax.spectra import spectrum_arrays
+
+    dist = mj.random_correlated(7, seed=2, max_multiplicity=3)
+    Y, w = np.asarray(dist.label_sets, float), np.asarray(dist.weights, float)
+    full = spectrum_arrays(Y, w)
+    ms = [3, 1, 2]
+    part = spectrum_arrays(Y, w, multiplicities=ms)
+    for name in ("conditional_frequencies", "conditional_second_moment",
+                 "conditional_covariance", "spectrum", "kappa", "isotropy_defect"):
+        np.testing.assert_allclose(getattr(part, name), getattr(full, name)[ms], rtol=1e-12,
+                                   atol=1e-15, err_msg=name)
+
+
+def test_delicious_label_spectrum_fits():
+    """K = 983: only the multiplicities present are formed (the `[K+1, K, K]` arrays would
+    need 23 GB)."""
+    spec = mj.label_spectrum(mj.load_real("delicious"))
+    assert spec.num_classes == 983 and len(spec.multiplicities) < 40
+    assert all(np.isfinite(v) for v in spec.kappa.values())
+    np.testing.assert_allclose(sum(spec.multiplicity_mass.values()), 1.0, rtol=1e-12)
