@@ -163,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Newton steps at most")
     p.add_argument("--allow-uncertified", action="store_true",
                    help="exit 0 for a result that is not certified (it is still labelled so)")
+    p.add_argument("--method", choices=("auto", "exact", "matrix_free"), default="auto",
+                   help="Newton directions by exact prototype elimination or matrix-free CG "
+                        "(auto: by the flop and memory estimate; large label spaces need "
+                        "matrix_free)")
+    p.add_argument("--init", choices=("random", "mse"), default="random",
+                   help="start from the seeded random point or the MSE closed form")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: shown when stderr is a terminal)")
     p.add_argument("--out", required=True, metavar="RESULT.npz")
     p.set_defaults(func=_cmd_solve)
 
@@ -222,18 +230,19 @@ def _cmd_solve(args):
     for flag, v in (("--tol", args.tol), ("--cert-tol", args.cert_tol)):
         if not 0 < v < 1:
             raise InputError(f"{flag} must be a number in (0, 1), got {v}")
-    schema.check_memory(schema.estimate_solve_bytes(dist.num_classes, dist.num_sets, config.dim),
-                        f"solve with K = {dist.num_classes}, {dist.num_sets} label sets, dim = {config.dim}")
     t0 = time.perf_counter()
     res = solve(dist, config, seed=args.seed, tol=args.tol, cert_tol=args.cert_tol,
-                max_steps=args.max_steps, warn=False)
+                max_steps=args.max_steps, warn=False, method=args.method,
+                init=None if args.init == "random" else args.init,
+                progress=False if args.no_progress else None)
     wall = time.perf_counter() - t0
     arrays = dict(W=res.W, H=res.H, b=res.b, objective=res.objective, grad_norm=res.grad_norm,
                   residual=res.residual, certificate=res.certificate, converged=res.converged,
                   certified=res.certified, status=res.status, steps=res.steps,
                   label_sets=dist.label_sets, weights=dist.weights)
     meta = run_metadata(command="solve", config=config.as_dict(), seed=args.seed, tol=args.tol,
-                        cert_tol=args.cert_tol, labels=str(args.labels), label_sets=dist.sets,
+                        cert_tol=args.cert_tol, method=args.method, init=args.init,
+                        labels=str(args.labels), label_sets=dist.sets,
                         num_classes=dist.num_classes, wall_time_s=wall,
                         objective=float(res.objective), grad_norm=float(res.grad_norm),
                         residual=float(res.residual), certificate=float(res.certificate),
@@ -260,8 +269,9 @@ def _cmd_closed_form(args):
     out = _check_out(args.out)
     dist = load_labels(args.labels)
     config = _config(args, dim=args.dim or dist.num_classes)
-    # eigh of a [K, K] matrix plus W [K, d], H [T, d]: the solve estimate bounds it
-    schema.check_memory(schema.estimate_solve_bytes(dist.num_classes, dist.num_sets, config.dim),
+    # eigh of a [K, K] matrix plus W [K, d], H [T, d]: the matrix-free solve estimate bounds it
+    schema.check_memory(schema.estimate_solve_bytes(dist.num_classes, dist.num_sets, config.dim,
+                                                    method="matrix_free"),
                         f"closed form with K = {dist.num_classes}, dim = {config.dim}")
     t0 = time.perf_counter()
     cf = closed_form(dist, config)
