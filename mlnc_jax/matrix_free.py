@@ -20,11 +20,12 @@ measures it against the exact path.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from .cg import dot, truncated_cg
 from .losses import Loss
 
 __all__ = ["Direction", "matrix_free_direction"]
@@ -39,10 +40,6 @@ class Direction(NamedTuple):
     k: jax.Array      # CG iterations used
     neg: jax.Array    # CG met curvature below −μ
     kneg: jax.Array   # its Rayleigh quotient
-
-
-def _dot(x, y):
-    return sum(jnp.sum(a * b) for a, b in zip(x, y))
 
 
 def _hvp(W, U, G, curv, sw, lam, mu, loss: Loss, bias: bool):
@@ -73,50 +70,6 @@ def _jacobi(W, U, curv, w, lam, mu, loss: Loss, bias: bool):
     return DW, DU, Db
 
 
-class _PCG(NamedTuple):
-    p: Any      # iterate (W, U, b)
-    r: Any      # residual (∇²F + μ) p + g
-    z: Any      # preconditioned residual
-    d: Any      # search direction
-    rz: Any
-    m: Any      # model value g·p + ½ pᵀ(∇²F + μ)p
-    k: Any
-    neg: Any
-    kneg: Any
-    stop: Any
-
-
-def _pcg(hvp, precond, g, eta, budget, done):
-    """Truncated preconditioned CG on `(∇²F + μI) p = −g`; stops at the forcing tolerance
-    `‖r‖ ≤ η‖g‖`, on curvature below −μ, or after `budget` iterations."""
-    rr0 = _dot(g, g)
-    z0 = precond(g)
-    zero = jnp.zeros((), rr0.dtype)
-
-    def body(c: _PCG):
-        Hd = hvp(c.d)
-        dHd = _dot(c.d, Hd)
-        neg = dHd <= 0
-        # curvature below −μ on the first iteration: the preconditioned gradient step, whose
-        # decrease the model still predicts exactly; later: keep the iterate so far
-        alpha = jnp.where(neg, jnp.where(c.k == 0, 1.0, 0.0), c.rz / jnp.where(neg, 1.0, dHd))
-        rd = _dot(c.r, c.d)
-        p = tuple(x + alpha * y for x, y in zip(c.p, c.d))
-        r = tuple(x + alpha * y for x, y in zip(c.r, Hd))
-        z = precond(r)
-        rz = _dot(r, z)
-        beta = rz / jnp.maximum(c.rz, 1e-300)
-        k = c.k + 1
-        stop = neg | (_dot(r, r) <= eta**2 * rr0) | (k >= budget)
-        return _PCG(p, r, z, tuple(-x + beta * y for x, y in zip(z, c.d)), rz,
-                    c.m + alpha * rd + 0.5 * alpha**2 * dHd, k, neg,
-                    jnp.where(neg, dHd / jnp.maximum(_dot(c.d, c.d), 1e-300), 0.0), stop)
-
-    c0 = _PCG(tuple(jnp.zeros_like(x) for x in g), g, z0, tuple(-x for x in z0), _dot(g, z0),
-              zero, jnp.asarray(0), jnp.asarray(False), zero, done | (rr0 == 0))
-    return jax.lax.while_loop(lambda c: ~c.stop, body, c0)
-
-
 def matrix_free_direction(st, prob, loss: Loss, bias: bool, mu, budget) -> Direction:
     """The damped Newton direction of `newton.State` `st` by matrix-free PCG (module doc)."""
     lam, w = prob.lam, prob.w
@@ -129,7 +82,8 @@ def matrix_free_direction(st, prob, loss: Loss, bias: bool, mu, budget) -> Direc
     DW, DU, Db = _jacobi(W, U, st.curv, w, lam, mu, loss, bias)
     precond = lambda r: (r[0] / DW, r[1] / DU, r[2] / Db)
     eta = jnp.minimum(0.5, jnp.sqrt(st.residual))  # forcing term: superlinear convergence
-    c = _pcg(hvp, precond, g, eta, budget, st.done)
+    # curvature below −μ at once: the preconditioned gradient step −precond(g)
+    c = truncated_cg(lambda d: (hvp(d), ()), precond, g, (), eta, budget, st.done, 1.0)
     pW, pU, pb = c.p
-    pred = -(c.m - 0.5 * mu * _dot(c.p, c.p))
+    pred = -(c.m - 0.5 * mu * dot(c.p, c.p))
     return Direction(pW @ Q.T, pU @ Q.T, pb, pred, c.k, c.neg, c.kneg)

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from .certificate import gradient_gram_eigenvalues, rho_from_eigenvalues
+from .cg import truncated_cg
 from .losses import Loss
 from .matrix_free import Direction, matrix_free_direction
 
@@ -193,22 +194,6 @@ def _chol_solve(L, y):
 # -- the damped Newton step ---------------------------------------------------------------------
 
 
-class _CG(NamedTuple):
-    pW: Any
-    pb: Any
-    pU: Any     # −D_μ⁻¹Bᵀp_A, accumulated from the products
-    rW: Any
-    rb: Any
-    dW: Any
-    db: Any
-    rr: Any
-    m: Any      # reduced model value ĝ·p + ½ pᵀ S_μ p
-    k: Any
-    neg: Any    # met negative curvature
-    kneg: Any   # its Rayleigh quotient
-    stop: Any
-
-
 def _operators(st: State, prob: Problem, loss: Loss, bias: bool, mu):
     """`D_μ⁻¹` (exact inverse of the damped prototype blocks), `B` and the Schur product."""
     W, U, G, curv = st.W, st.U, st.G, st.curv
@@ -241,49 +226,26 @@ def _operators(st: State, prob: Problem, loss: Loss, bias: bool, mu):
     return Dinv, Bop, schur
 
 
-def _cg(st: State, schur, rW0, rb0, mu, budget):
-    """Truncated CG on the Schur system (at most `budget` iterations), stopping on negative
-    curvature or at the forcing tolerance."""
-    rr0 = _sqnorm(rW0, rb0)
-    eta = jnp.minimum(0.5, jnp.sqrt(st.residual))  # forcing term: superlinear convergence
-    cg_tol = eta * jnp.sqrt(rr0)
-    zero = jnp.zeros((), st.W.dtype)
-
-    def body(cg: _CG):
-        HW, Hb, u = schur(cg.dW, cg.db)
-        dHd = jnp.sum(cg.dW * HW) + jnp.sum(cg.db * Hb)
-        neg = dHd <= 0
-        # negative curvature: keep the CG iterate, or on the first iteration take the
-        # damped gradient step −ĝ/μ (the model still predicts its decrease exactly)
-        alpha = jnp.where(neg, jnp.where(cg.k == 0, 1.0 / mu, 0.0),
-                          cg.rr / jnp.where(neg, 1.0, dHd))
-        rd = jnp.sum(cg.rW * cg.dW) + jnp.sum(cg.rb * cg.db)
-        rW, rb = cg.rW + alpha * HW, cg.rb + alpha * Hb
-        rr = _sqnorm(rW, rb)
-        k = cg.k + 1
-        beta = rr / jnp.maximum(cg.rr, 1e-300)
-        stop = neg | (rr <= cg_tol**2) | (k >= budget)
-        return _CG(cg.pW + alpha * cg.dW, cg.pb + alpha * cg.db, cg.pU + alpha * u, rW, rb,
-                   -rW + beta * cg.dW, -rb + beta * cg.db, rr,
-                   cg.m + alpha * rd + 0.5 * alpha**2 * dHd, k, neg,
-                   jnp.where(neg, dHd / jnp.maximum(_sqnorm(cg.dW, cg.db), 1e-300), 0.0), stop)
-
-    c0 = _CG(jnp.zeros_like(st.W), jnp.zeros_like(st.b), jnp.zeros_like(st.U), rW0, rb0, -rW0,
-             -rb0, rr0, zero, jnp.asarray(0), jnp.asarray(False), zero, st.done | (rr0 == 0))
-    return jax.lax.while_loop(lambda c: ~c.stop, body, c0)
-
-
 def exact_direction(st: State, prob: Problem, loss: Loss, bias: bool, mu, budget) -> Direction:
     """The damped Newton direction with the prototype blocks eliminated exactly."""
     Dinv, Bop, schur = _operators(st, prob, loss, bias, mu)
     t = Dinv(st.gU)
     BW, Bb = Bop(t)
     bmask = 1.0 if bias else 0.0
-    cg = _cg(st, schur, st.gW - BW, (st.gb - Bb) * bmask, mu, budget)
+    eta = jnp.minimum(0.5, jnp.sqrt(st.residual))  # forcing term: superlinear convergence
+
+    def op(d):  # the Schur product; its U part −D_μ⁻¹Bᵀd accumulates into the step
+        HW, Hb, u = schur(*d)
+        return (HW, Hb), (u,)
+
+    # curvature below −μ at once: the damped gradient step −ĝ/μ
+    cg = truncated_cg(op, lambda r: r, (st.gW - BW, (st.gb - Bb) * bmask),
+                      (jnp.zeros_like(st.U),), eta, budget, st.done, 1.0 / mu)
+    (pW, pb), (pU_schur,) = cg.p, cg.aux
     # the full step: p_U = −D_μ⁻¹(g_U + Bᵀp_A); the model value of F (without μ)
-    pU = cg.pU - t
-    pred = -(cg.m - 0.5 * jnp.sum(st.gU * t) - 0.5 * mu * _sqnorm(cg.pW, cg.pb, pU))
-    return Direction(cg.pW, pU, cg.pb * bmask, pred, cg.k, cg.neg, cg.kneg)
+    pU = pU_schur - t
+    pred = -(cg.m - 0.5 * jnp.sum(st.gU * t) - 0.5 * mu * _sqnorm(pW, pb, pU))
+    return Direction(pW, pU, pb * bmask, pred, cg.k, cg.neg, cg.kneg)
 
 
 METHODS = ("exact", "matrix_free")
