@@ -200,13 +200,18 @@ _SHARDED = textwrap.dedent("""
 """)
 
 
-def test_sharded_over_four_devices_equals_single_device(tmp_path):
+def _on_four_host_devices(script: str, timeout: int) -> dict:
+    """Run `script` in a fresh process with four CPU devices; its last stdout line as JSON."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    out = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_sharded_over_four_devices_equals_single_device(tmp_path):
+    res = _on_four_host_devices(_SHARDED, 300)
     assert res["devices"] == 4 and res["converged"]
     # the same iteration runs on every shard (only the per-device batch shape differs):
     # results agree to round-off
@@ -235,12 +240,7 @@ _ROWS = textwrap.dedent("""
 def test_one_problem_sharded_over_rows_equals_single_device():
     """One problem, four devices: the label-set axis is sharded (GSPMD reductions for W, b),
     on both engine paths."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    out = subprocess.run([sys.executable, "-c", _ROWS], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = _on_four_host_devices(_ROWS, 600)
     assert res["devices"] == 4
     for loss in ("pal", "bce_matrix_free"):
         assert res[loss]["status"] == ["certified", "certified"], res
