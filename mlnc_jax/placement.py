@@ -193,7 +193,8 @@ def run_problems(problems: Sequence[ProblemData], loss: Loss, bias: bool, *, tol
     """Solve every problem with the Newton core; returns one `Outcome` per problem, in order.
 
     `slots` (a multiple of the device count) caps the vmapped width per bucket;
-    `on_progress(finished, worst_live_residual)` is called after every chunk; `method`
+    `on_progress(finished, worst)` is called after every chunk (`worst`: the largest live
+    residual, or once none is live, the largest final one so far); `method`
     ("auto", or one of `newton.METHODS`) picks how Newton directions are found, per bucket
     with "auto" (`newton.choose_method`).
     """
@@ -219,6 +220,10 @@ def run_problems(problems: Sequence[ProblemData], loss: Loss, bias: bool, *, tol
     return out
 
 
+def _worst_final(out) -> float:
+    return max((o.residual for o in out if o is not None), default=0.0)
+
+
 def _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps, chunk_steps,
                 max_cg, placer, theta0, out, finished, on_progress, method):
     queue = list(members)
@@ -235,8 +240,8 @@ def _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps, c
                                                      st.cg_total))
         over = done | stalled | (steps >= max_steps)
         live = np.array([i >= 0 for i in slot_of]) & ~over
-        if on_progress is not None:
-            on_progress(finished, float(np.max(res[live])) if live.any() else 0.0)
+        if on_progress is not None and live.any():  # else the harvest below reports
+            on_progress(finished, float(np.max(res[live])))
         harvest = [j for j, i in enumerate(slot_of) if i >= 0 and over[j]]
         if harvest:
             sm = placer.get(_summaries(st.W, st.U, st.b, prob, loss, bias))
@@ -264,7 +269,7 @@ def _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps, c
                 fresh = _init_slots(*placer.put_params(W, U, b), prob, tol_a, theta0, loss, bias)
                 st = _refill(st, fresh, placer.put(mask, sharded=False))
             if on_progress is not None:
-                on_progress(finished, float(np.max(res[live])) if live.any() else 0.0)
+                on_progress(finished, float(np.max(res[live])) if live.any() else _worst_final(out))
         if all(i < 0 for i in slot_of):
             return finished
         active = np.array([i >= 0 for i in slot_of])

@@ -37,8 +37,9 @@ from .errors import InputError
 from .implicit import is_traced, traced_solve
 from .labels import LabelDistribution
 from .newton import METHODS, choose_method
-from .placement import Placer, ProblemData, bucket_rows, run_problems
-from .ufm import UFMConfig, UFMParams, init_params
+from .placement import Placer, bucket_rows, run_problems
+from .starts import STARTS, problem_data
+from .ufm import UFMConfig
 
 __all__ = ["SolveResult", "BatchSolveResult", "BatchGrid", "ConvergenceWarning", "STATUSES",
            "batch_grid", "solve", "solve_batch"]
@@ -211,95 +212,6 @@ def _check_int(name, v, lo):
     return schema.check_int(v, name, low=lo)
 
 
-# -- problems: reduction of repeated rows, starting points ----------------------------------------
-
-
-def _reduce_rows(dist: LabelDistribution):
-    """Distinct label sets with merged weights normalised to sum to one, and each original
-    row's reduced index (-1 for zero-weight rows): exact for the UFM (THEORY §2)."""
-    Y = np.asarray(dist.label_sets, dtype=np.float64)
-    w = np.asarray(dist.weights, dtype=np.float64)
-    if not w.sum() > 0:
-        raise InputError("the label distribution has no positive weight")
-    w = w / w.sum()  # π = w/Σw (THEORY §1), as the derivatives of THEORY §8 assume
-    keep = np.flatnonzero(w > 0)
-    uniq, first, inv = np.unique(Y[keep], axis=0, return_index=True, return_inverse=True)
-    inv = inv.reshape(-1)
-    if uniq.shape[0] == Y.shape[0]:
-        return Y, w, np.arange(Y.shape[0])
-    order = np.argsort(first)              # keep the order of first occurrence
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    Yr = Y[keep][first[order]]
-    wr = np.zeros(order.size)
-    np.add.at(wr, rank[inv], w[keep])
-    back = -np.ones(Y.shape[0], dtype=np.int64)
-    back[keep] = rank[inv]
-    return Yr, wr, back
-
-
-def _random_start(seed: int, K: int, T: int, config: UFMConfig, scale: float):
-    p = init_params(jax.random.PRNGKey(seed), K, T, config, scale, np.float64)
-    return np.asarray(p.W), np.asarray(p.H), np.asarray(p.b)
-
-
-def _mse_start(Y, w, K, config: UFMConfig, lam):
-    from .closed_forms import mse_closed_form
-
-    dist = LabelDistribution(Y, w, K)
-    cf = mse_closed_form(dist, config._replace(loss="mse", lambda_w=float(lam[0]),
-                                               lambda_h=float(lam[1]), lambda_b=0.0))
-    b = np.zeros(K)
-    if config.bias:
-        with np.errstate(all="ignore"):
-            b0 = np.asarray(config.loss_record.collapse_bias(Y, w), dtype=np.float64)
-        b = np.where(np.isfinite(b0), np.clip(b0, -30, 30), 0.0)
-    return np.asarray(cf.params.W), np.asarray(cf.params.H), b
-
-
-def _zero_start(Y, w, K, config: UFMConfig, lam):
-    return 0.0, 0.0, np.zeros(K)
-
-
-# the named starting points, added to the seeded random start
-_STARTS = {"random": _zero_start, "mse": _mse_start}
-
-
-def _user_start(init, i, B, K, T_full, back, d):
-    """Problem `i`'s rows of a user-given start (cast to float64), reduced like the labels."""
-    W0, H0, b0 = init[i] if isinstance(init, (list, tuple)) and len(init) == B and not \
-        isinstance(init, UFMParams) else (np.asarray(a)[i] for a in init)
-    W0, H0, b0 = (np.asarray(a, dtype=np.float64) for a in (W0, H0, b0))
-    if W0.shape != (K, d) or b0.shape != (K,) or H0.ndim != 2 or H0.shape[1] != d \
-            or H0.shape[0] < T_full:
-        raise InputError(f"init for problem {i} must hold W [{K}, {d}], H [{T_full}, {d}], "
-                         f"b [{K}]; got {W0.shape}, {H0.shape}, {b0.shape}")
-    if not all(np.all(np.isfinite(a)) for a in (W0, H0, b0)):
-        raise InputError(f"init for problem {i} has NaN or inf entries")
-    n = int(back.max()) + 1
-    H = np.zeros((n, d))
-    H[back[back >= 0]] = H0[:T_full][back >= 0]
-    return W0, H, b0
-
-
-def _problems(req: Request, init, init_scale):
-    K, d, cfg = req.dists[0].num_classes, req.config.dim, req.config
-    probs, backs = [], []
-    for i, dist in enumerate(req.dists):
-        Y, w, back = _reduce_rows(dist)
-        if isinstance(init, str) or init is None:
-            W0, H0, b0 = _random_start(int(req.seeds[i]), K, w.shape[0], cfg, init_scale)
-            Wm, Hm, b0 = _STARTS[init or "random"](Y, w, K, cfg, req.lam[i])
-            W0, H0 = W0 + Wm, H0 + Hm
-        else:
-            W0, H0, b0 = _user_start(init, i, len(req.dists), K, dist.num_sets, back, d)
-        if not cfg.bias:
-            b0 = np.zeros(K)
-        probs.append(ProblemData(Y, w, req.lam[i], W0, H0, b0))
-        backs.append(back)
-    return probs, backs
-
-
 # -- verdicts ----------------------------------------------------------------------------------
 
 
@@ -377,7 +289,7 @@ def _progress_bar(total: int, enabled: Optional[bool], tol: float):
         first = []
 
         def update(finished, worst):
-            if finished or not math.isfinite(worst) or worst <= 0:
+            if finished or not math.isfinite(worst) or worst <= tol:
                 bar.n = bar.total
             else:
                 if not first:
@@ -448,8 +360,8 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
     if isinstance(init_scale, bool) or not isinstance(init_scale, numbers.Real) \
             or not (math.isfinite(init_scale) and init_scale >= 0):
         raise InputError(f"init_scale must be a finite number >= 0, got {init_scale!r}")
-    if isinstance(init, str) and init not in _STARTS:
-        raise InputError(f"init must be None, {', '.join(map(repr, _STARTS))} or UFMParams, "
+    if isinstance(init, str) and init not in STARTS:
+        raise InputError(f"init must be None, {', '.join(map(repr, STARTS))} or UFMParams, "
                          f"got {init!r}")
     devs = list(devices) if devices is not None else jax.devices()
     if not devs:
@@ -466,7 +378,7 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
     schema.check_memory(schema.estimate_solve_bytes(K, T_big, d, n_at_once, how),
                         f"solving {n_at_once} problem(s) at once with K = {K}, dim = {d}")
     with jax.enable_x64(True):
-        probs, backs = _problems(req, init, init_scale)
+        probs, backs = problem_data(req, init, init_scale)
         bar, update = _progress_bar(len(probs), progress, req.tol)
         try:
             outs = run_problems(probs, req.config.loss_record, req.config.bias, tol=req.tol,

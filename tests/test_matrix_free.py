@@ -2,6 +2,8 @@
 (`mlnc_jax.matrix_free`), the flop/memory switch between the two paths, and the progress
 bar of a single long solve."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,3 +95,6 @@ def test_single_solve_progress_bar_shows_residual_and_eta(capsys):
     mj.solve(dist, mj.UFMConfig("pal", 5, 1e-2, 1e-2), progress=True, method="matrix_free")
     err = capsys.readouterr().err
     assert "solve: residual" in err and "-> 1e-10" in err and "100%" in err
+    # the bar ends on the final residual, not on "no live problem"
+    final = float(re.findall(r"solve: residual ([0-9.e+-]+) ->", err)[-1])
+    assert 0 < final <= 1e-10
