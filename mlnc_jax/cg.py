@@ -15,12 +15,19 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["CGResult", "truncated_cg", "dot"]
+__all__ = ["CGResult", "truncated_cg", "forcing_term", "dot"]
 
 
 def dot(x, y):
     """`Σ_i ⟨x_i, y_i⟩` over tuples of arrays."""
     return sum(jnp.sum(a * b) for a, b in zip(x, y))
+
+
+def forcing_term(residual, tol):
+    """CG's relative tolerance `η`: `√residual` (superlinear Newton convergence), but no
+    tighter than the last step needs, `0.1·tol/residual` (the residual may have only a
+    few decades left to fall: asking CG for more costs Hessian products and buys nothing)."""
+    return jnp.minimum(0.5, jnp.maximum(jnp.sqrt(residual), 0.1 * tol / residual))
 
 
 class CGResult(NamedTuple):

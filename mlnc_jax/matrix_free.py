@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .cg import dot, truncated_cg
+from .cg import dot, forcing_term, truncated_cg
 from .losses import Loss
 
 __all__ = ["Direction", "matrix_free_direction"]
@@ -70,7 +70,7 @@ def _jacobi(W, U, curv, w, lam, mu, loss: Loss, bias: bool):
     return DW, DU, Db
 
 
-def matrix_free_direction(st, prob, loss: Loss, bias: bool, mu, budget) -> Direction:
+def matrix_free_direction(st, prob, loss: Loss, bias: bool, mu, budget, tol) -> Direction:
     """The damped Newton direction of `newton.State` `st` by matrix-free PCG (module doc)."""
     lam, w = prob.lam, prob.w
     sw = jnp.sqrt(w)
@@ -81,7 +81,7 @@ def matrix_free_direction(st, prob, loss: Loss, bias: bool, mu, budget) -> Direc
     hvp = _hvp(W, U, st.G, st.curv, sw, lam, mu, loss, bias)
     DW, DU, Db = _jacobi(W, U, st.curv, w, lam, mu, loss, bias)
     precond = lambda r: (r[0] / DW, r[1] / DU, r[2] / Db)
-    eta = jnp.minimum(0.5, jnp.sqrt(st.residual))  # forcing term: superlinear convergence
+    eta = forcing_term(st.residual, tol)
     # curvature below −μ at once: the preconditioned gradient step −precond(g)
     c = truncated_cg(lambda d: (hvp(d), ()), precond, g, (), eta, budget, st.done, 1.0)
     pW, pU, pb = c.p

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from .certificate import gradient_gram_eigenvalues, rho_from_eigenvalues
-from .cg import truncated_cg
+from .cg import forcing_term, truncated_cg
 from .losses import Loss
 from .matrix_free import Direction, matrix_free_direction
 
@@ -226,13 +226,14 @@ def _operators(st: State, prob: Problem, loss: Loss, bias: bool, mu):
     return Dinv, Bop, schur
 
 
-def exact_direction(st: State, prob: Problem, loss: Loss, bias: bool, mu, budget) -> Direction:
+def exact_direction(st: State, prob: Problem, loss: Loss, bias: bool, mu, budget,
+                    tol) -> Direction:
     """The damped Newton direction with the prototype blocks eliminated exactly."""
     Dinv, Bop, schur = _operators(st, prob, loss, bias, mu)
     t = Dinv(st.gU)
     BW, Bb = Bop(t)
     bmask = 1.0 if bias else 0.0
-    eta = jnp.minimum(0.5, jnp.sqrt(st.residual))  # forcing term: superlinear convergence
+    eta = forcing_term(st.residual, tol)
 
     def op(d):  # the Schur product; its U part −D_μ⁻¹Bᵀd accumulates into the step
         HW, Hb, u = schur(*d)
@@ -285,7 +286,7 @@ def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool
     mu = st.theta * st.gnorm
     budget = jnp.minimum(st.cg_budget, max_cg)
     find = exact_direction if method == "exact" else matrix_free_direction
-    dr = find(st, prob, loss, bias, mu, budget)
+    dr = find(st, prob, loss, bias, mu, budget, tol)
     # a step whose CG ran out of iterations gets twice as many next time; one that needed
     # few gives some back (hard problems pay for CG, easy ones do not)
     ran_out = (dr.k >= budget) & ~dr.neg

@@ -313,7 +313,7 @@ def _progress_bar(total: int, enabled: Optional[bool], tol: float):
 
 def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *,
                 lambda_w=None, lambda_h=None, lambda_b=None, init=None, init_scale: float = 0.1,
-                max_steps: int = 500, chunk_steps: Optional[int] = None, max_cg: int = 64,
+                max_steps: int = 500, chunk_steps: Optional[int] = None, max_cg: int = 1024,
                 cert_tol: float = 1e-6, batch_size: Optional[int] = None,
                 devices: Optional[Sequence] = None, progress: Optional[bool] = None,
                 warn: bool = True, method: str = "auto") -> SolveResult:
@@ -396,7 +396,7 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
 
 
 def solve(dist: LabelDistribution, config: UFMConfig, seed: int = 0, tol: float = 1e-10, *,
-          init=None, init_scale: float = 0.1, max_steps: int = 500, max_cg: int = 64,
+          init=None, init_scale: float = 0.1, max_steps: int = 500, max_cg: int = 1024,
           cert_tol: float = 1e-6, progress: Optional[bool] = False,
           devices: Optional[Sequence] = None, warn: bool = True,
           method: str = "auto") -> SolveResult:
