@@ -10,10 +10,14 @@ Each point: BCE, d = K, λ_W = λ_H = 5e-3, tol 1e-10, float64, `init="mse"`, on
 Reported per path: wall time of the certified solve after a compile run on the same shape
 (compile time apart), Newton steps, CG iterations (Hessian products), the flop estimate
 `newton.step_flops` summed over the run, and the achieved GFLOP/s; plus the path `auto`
-picks. The exact path is skipped where its per-set factors exceed 4 GB.
+picks. The exact path is skipped where its per-set factors exceed `--exact-max-gb` (4);
+from `--warm-max-k` (200) on, a point is one run with its compile time included (seconds
+against minutes). Results are written after every point.
 
-Usage: python bench/bench_scaling.py [--quick] [--out bench/scaling.json]
-       python bench/bench_scaling.py --plot bench/scaling.json   (figures/scaling.png)
+Usage: python bench/bench_scaling.py [--quick] [--ks K ...] [--ns N ...] [--out bench/scaling.json]
+       python bench/bench_scaling.py --plot bench/scaling.json [bench/scaling_h100.json]
+                                     (figures/scaling.png; one series per file and path)
+       python bench/bench_scaling.py --table bench/scaling.json   (Markdown, as in RESULTS.md)
 """
 
 from __future__ import annotations
@@ -85,24 +89,29 @@ def _solve(dist, method):
         solver.run_problems = run
 
 
-def _point(dist, method, repeat):
+def _point(dist, method, repeat, warm: bool):
     from mlnc_jax.newton import step_flops
     from mlnc_jax.placement import bucket_rows
 
     K, T = dist.num_classes, dist.num_sets
-    _, _, first = _solve(dist, method)            # compiles this shape
-    runs = [_solve(dist, method) for _ in range(repeat)]
+    if warm:
+        _, _, first = _solve(dist, method)        # compiles this shape
+        runs = [_solve(dist, method) for _ in range(repeat)]
+    else:  # one run, compile included (seconds against minutes of solving)
+        runs = [_solve(dist, method)]
+        first = float("nan")
     r, o, wall = min(runs, key=lambda x: x[2])
     Tp = bucket_rows(T)
     per_step, per_cg = step_flops(Tp, K, K, method, 0), step_flops(Tp, K, K, method, 1)
     flops = o.steps * per_step + o.cg_iterations * (per_cg - per_step)
     return {"K": K, "T": T, "method": method, "status": str(r.status), "steps": int(o.steps),
             "cg_iterations": int(o.cg_iterations), "seconds": wall,
-            "compile_s": max(first - wall, 0.0), "gflop": flops / 1e9,
+            "compile_s": max(first - wall, 0.0) if warm else None, "gflop": flops / 1e9,
             "gflops_per_s": flops / 1e9 / wall}
 
 
-def run(quick: bool, out: str, repeat: int):
+def run(quick: bool, out: str, repeat: int, Ks=None, Ns=None, exact_max_gb: float = 4.0,
+        warm_max_k: int = 200):
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -112,8 +121,8 @@ def run(quick: bool, out: str, repeat: int):
     from mlnc_jax.results_io import run_metadata, write_json_atomic
 
     docs, K_all = _documents()
-    Ks = [10, 20, 40] if quick else [10, 20, 40, 80, 160]
-    Ns = [200, 1000] if quick else [100, 400, 1600, 6400, 16105]
+    Ks = Ks if Ks is not None else [10, 20, 40] if quick else [10, 20, 40, 80, 160, 320]
+    Ns = Ns if Ns is not None else [200, 1000] if quick else [100, 400, 1600, 6400, 16105]
     cases = [("K", _restrict(docs, K_all, K)) for K in Ks]
     cases += [("T", _restrict(docs[:n], K_all, 40)) for n in Ns]
     rows = []
@@ -121,41 +130,70 @@ def run(quick: bool, out: str, repeat: int):
         K, Tp = dist.num_classes, bucket_rows(dist.num_sets)
         auto = choose_method(Tp, K, K)
         for method in ("exact", "matrix_free"):
-            if method == "exact" and schema.estimate_solve_bytes(K, Tp, K, 1, "exact") > 4e9:
+            if method == "exact" and \
+                    schema.estimate_solve_bytes(K, Tp, K, 1, "exact") > exact_max_gb * 1e9:
                 continue
-            row = {"sweep": sweep, "auto": auto, **_point(dist, method, repeat)}
+            row = {"sweep": sweep, "auto": auto, **_point(dist, method, repeat, K < warm_max_k)}
             print(json.dumps(row), flush=True)
             rows.append(row)
-    write_json_atomic(out, {"rows": rows, "meta": run_metadata(
-        command="bench/bench_scaling.py", quick=quick, repeat=repeat, loss="bce",
-        lambda_w=5e-3, lambda_h=5e-3, tol=1e-10, init="mse")})
+        write_json_atomic(out, {"rows": rows, "meta": run_metadata(  # after every point
+            command="bench/bench_scaling.py", quick=quick, repeat=repeat, loss="bce",
+            lambda_w=5e-3, lambda_h=5e-3, tol=1e-10, init="mse", warm_max_k=warm_max_k,
+            exact_max_gb=exact_max_gb)})
 
 
-def plot(path: str, png: str):
+def table(path: str) -> str:
+    """The result file as the Markdown table of bench/RESULTS.md."""
+    rows = json.load(open(path))["rows"]
+    out = ["| sweep | K | T | path | steps | products | seconds | compile s | GFLOP | GFLOP/s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = "included" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
+        out.append(f"| {r['sweep']} | {r['K']} | {r['T']:,} | {r['method'].replace('_', '-')} | "
+                   f"{r['steps']} | {r['cg_iterations']:,} | {r['seconds']:.2f} | {c} | "
+                   f"{r['gflop']:,.1f} | {r['gflops_per_s']:,.1f} |")
+    return "\n".join(out)
+
+
+def _device_label(meta) -> str:
+    dev = str(meta.get("device", "?"))
+    return "2-core CPU" if dev.startswith("cpu") else dev.split(":", 1)[-1].replace("NVIDIA ", "")
+
+
+def plot(paths, png: str):
+    """One figure from one or more result files (one per device), plotted from the files."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = json.load(open(path))["rows"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, sweep, xk, xlabel in ((axes[0], "K", "K", "classes K (T = distinct sets)"),
-                                  (axes[1], "T", "T", "label sets T (K = 40)")):
-        for method, style in (("exact", "o-"), ("matrix_free", "s--")):
-            pts = sorted((r[xk], r["seconds"], r["gflops_per_s"]) for r in rows
-                         if r["sweep"] == sweep and r["method"] == method)
-            if pts:
+    for n, path in enumerate(paths):
+        data = json.load(open(path))
+        rows, dev = data["rows"], _device_label(data["meta"])
+        for ax, sweep in ((axes[0], "K"), (axes[1], "T")):
+            for method, style in (("exact", "o-"), ("matrix_free", "s--")):
+                pts = sorted((r[sweep], r["seconds"], r["gflops_per_s"]) for r in rows
+                             if r["sweep"] == sweep and r["method"] == method)
+                if not pts:
+                    continue
                 x, y, g = zip(*pts)
-                ax.loglog(x, y, style, label=method.replace("_", "-"))
+                ax.loglog(x, y, style, color=f"C{2 * n + (method == 'exact')}",
+                          label=f"{method.replace('_', '-')}, {dev}")
                 for xi, yi, gi in pts:
                     ax.annotate(f"{gi:.0f}", (xi, yi), textcoords="offset points",
                                 xytext=(4, -10), fontsize=7)
+    for ax, xlabel in ((axes[0], "classes K (T = distinct sets, up to 15,806)"),
+                       (axes[1], "label sets T (K = 40)")):
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, hi * 300)  # room for the legend above the data
         ax.set_xlabel(xlabel)
         ax.set_ylabel("seconds per certified solve")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(title="path (labels: GFLOP/s)", fontsize=8, title_fontsize=8)
-    fig.suptitle("BCE, d = K, λ = 5e-3, tol 1e-10, float64, 2-core CPU (delicious subsets)",
-                 fontsize=9)
+        ax.legend(title="path, device (labels: GFLOP/s)", fontsize=7, title_fontsize=7,
+                  loc="upper left")
+    fig.suptitle("BCE, d = K, λ = 5e-3, tol 1e-10, float64, init mse (delicious subsets; "
+                 "K = 983 is all of delicious)", fontsize=9)
     fig.tight_layout()
     tmp = png + ".tmp.png"
     fig.savefig(tmp, dpi=130)
@@ -166,12 +204,21 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--ks", type=int, nargs="+", help="K sweep (default 10 … 320)")
+    ap.add_argument("--ns", type=int, nargs="*", help="T sweep: documents kept (K = 40)")
+    ap.add_argument("--exact-max-gb", type=float, default=4.0,
+                    help="skip the exact path where its per-set factors need more")
+    ap.add_argument("--warm-max-k", type=int, default=200,
+                    help="from this K on, one run per point, compile time included")
     ap.add_argument("--out", default=os.path.join(HERE, "scaling.json"))
-    ap.add_argument("--plot", metavar="JSON")
+    ap.add_argument("--plot", nargs="+", metavar="JSON", help="only plot these result files")
+    ap.add_argument("--table", metavar="JSON", help="print a result file as a Markdown table")
     ap.add_argument("--png", default=os.path.join(os.path.dirname(HERE), "figures", "scaling.png"))
     a = ap.parse_args()
-    if a.plot:
+    if a.table:
+        print(table(a.table))
+    elif a.plot:
         plot(a.plot, a.png)
     else:
-        run(a.quick, a.out, a.repeat)
-        plot(a.out, a.png)
+        run(a.quick, a.out, a.repeat, a.ks, a.ns, a.exact_max_gb, a.warm_max_k)
+        plot([a.out], a.png)
