@@ -151,9 +151,14 @@ class _SignalsInFinalizer:
 def test_interrupt_swallowed_by_a_finalizer_is_raised_at_the_next_check():
     from mlnc_jax import interrupts
 
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts.guard():
-            _SignalsInFinalizer()  # dropped at once: its __del__ swallows the interrupt
-            interrupts.check()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    interrupts.check()  # nothing pending after the guard
+    # as in the subprocesses above: a background run starts with SIGINT ignored
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.guard():
+                _SignalsInFinalizer()  # dropped at once: its __del__ swallows the interrupt
+                interrupts.check()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        interrupts.check()  # nothing pending after the guard
+    finally:
+        signal.signal(signal.SIGINT, before)
