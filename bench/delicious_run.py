@@ -1,10 +1,11 @@
 """One certified solve on a shipped label space (default delicious: K = 983, T = 15,806
-label sets), d = K, λ_W = λ_H = 5e-3, tol 1e-10, `method="auto"` (matrix-free there);
+label sets), d = K, λ_W = λ_H = 5e-3, tol 1e-10, `method="auto"` (matrix-free there) or
+the path named;
 prints one JSON line: status, time, Newton steps, CG iterations (Hessian products), the
 peak resident memory (VmHWM) and, on an accelerator, its peak memory, with the run's
 metadata.
 
-Usage: python bench/delicious_run.py LOSS [random|mse] [LABELS]   (LABELS e.g. bibtex)"""
+Usage: python bench/delicious_run.py LOSS [random|mse] [LABELS] [auto|exact|matrix_free]"""
 
 import json
 import sys
@@ -32,7 +33,7 @@ def device_peak_gb() -> float:
     return stats.get("peak_bytes_in_use", float("nan")) / 2**30
 
 
-def main(loss: str, init: str = "random", name: str = "delicious") -> dict:
+def main(loss: str, init: str = "random", name: str = "delicious", method: str = "auto") -> dict:
     dist = mj.load_real(name)
     K = dist.num_classes
     spent = {}
@@ -46,11 +47,11 @@ def main(loss: str, init: str = "random", name: str = "delicious") -> dict:
     solver.run_problems = spy
     t0 = time.perf_counter()
     r = mj.solve(dist, mj.UFMConfig(loss, K, 5e-3, 5e-3), tol=1e-10, progress=True,
-                 init=None if init == "random" else init)
+                 init=None if init == "random" else init, method=method)
     wall = time.perf_counter() - t0
     o = spent["outcome"]
     rec = {"labels": name, "loss": loss, "K": K, "T": dist.num_sets, "dim": K,
-           "init": init, "status": str(r.status), "residual": float(r.residual),
+           "init": init, "method": method, "status": str(r.status), "residual": float(r.residual),
            "certificate": float(r.certificate), "steps": int(r.steps),
            "cg_iterations": o.cg_iterations, "wall_s": wall, "compute_s": o.seconds,
            "peak_rss_gb": peak_rss_gb(),
