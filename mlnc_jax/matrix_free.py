@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from .cg import dot, forcing_term, truncated_cg
 from .losses import Loss
 
-__all__ = ["Direction", "matrix_free_direction"]
+__all__ = ["Direction", "matrix_free_direction", "logits_change", "classifier_rows"]
 
 
 class Direction(NamedTuple):
@@ -42,20 +42,29 @@ class Direction(NamedTuple):
     kneg: jax.Array   # its Rayleigh quotient
 
 
+def logits_change(U, dW, db, sw, bias: bool):
+    """`U dWᵀ + √π dbᵀ`: the change of the (√π-scaled) logits under `(dW, ·, db)`."""
+    y = U @ dW.T
+    return y + sw[:, None] * db[None, :] if bias else y
+
+
+def classifier_rows(dG, dU, dW, db, U, G, sw, lam, mu, bias: bool):
+    """The `(W, b)` rows of `(∇²F + μI) v` given `dG = ∇²ℓ·(logit change)` (THEORY §2):
+    `dGᵀU + GᵀdU + (λ_W + μ) dW` and `√πᵀdG + (λ_b + μ) db` (zeros without a bias). The
+    exact path's Schur product (`newton`) uses them too."""
+    HW = dG.T @ U + G.T @ dU + (lam[0] + mu) * dW
+    Hb = (sw @ dG + (lam[2] + mu) * db) if bias else jnp.zeros_like(db)
+    return HW, Hb
+
+
 def _hvp(W, U, G, curv, sw, lam, mu, loss: Loss, bias: bool):
     """`v ↦ (∇²F + μI) v` in `(W, U, b)` (THEORY §2, the `√π` variables of `newton`)."""
-    lw, lh, lb = lam[0], lam[1], lam[2]
 
     def apply(v):
         dW, dU, db = v
-        y = dU @ W.T + U @ dW.T
-        if bias:
-            y = y + sw[:, None] * db[None, :]
-        dG = loss.hess_matvec(curv, y)
-        HW = dG.T @ U + G.T @ dU + (lw + mu) * dW
-        HU = dG @ W + G @ dW + (lh + mu) * dU
-        Hb = (sw @ dG + (lb + mu) * db) if bias else jnp.zeros_like(db)
-        return HW, HU, Hb
+        dG = loss.hess_matvec(curv, dU @ W.T + logits_change(U, dW, db, sw, bias))
+        HW, Hb = classifier_rows(dG, dU, dW, db, U, G, sw, lam, mu, bias)
+        return HW, dG @ W + G @ dW + (lam[1] + mu) * dU, Hb
 
     return apply
 

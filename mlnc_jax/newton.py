@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from .certificate import gradient_gram_eigenvalues, rho_from_eigenvalues
 from .cg import forcing_term, truncated_cg
 from .losses import Loss
-from .matrix_free import Direction, matrix_free_direction
+from .matrix_free import Direction, classifier_rows, logits_change, matrix_free_direction
 
 __all__ = ["Problem", "State", "Summary", "METHODS", "value_grad", "block_residual",
            "init_state", "exact_direction", "newton_step", "choose_method", "summarize"]
@@ -197,13 +197,11 @@ def _chol_solve(L, y):
 def _operators(st: State, prob: Problem, loss: Loss, bias: bool, mu):
     """`D_μ⁻¹` (exact inverse of the damped prototype blocks), `B` and the Schur product."""
     W, U, G, curv = st.W, st.U, st.G, st.curv
-    lw, lh, lb = prob.lam[0], prob.lam[1], prob.lam[2]
     sw = jnp.sqrt(prob.w)
-    bmask = 1.0 if bias else 0.0
     A = lambda v: loss.hess_matvec(curv, v)
     # Wᵀ = V R (QR); D_s⁻¹ = (I − VVᵀ)/c + V E_s⁻¹ Vᵀ with E_s = c I + R A_s Rᵀ (r × r)
     V, R = jnp.linalg.qr(W.T)
-    c = lh + mu
+    c = prob.lam[1] + mu
     E = loss.hess_congruence(curv, R) + c * jnp.eye(R.shape[0], dtype=W.dtype)
     L = _chol(E)
 
@@ -211,17 +209,16 @@ def _operators(st: State, prob: Problem, loss: Loss, bias: bool, mu):
         yV = y @ V
         return y / c + (_chol_solve(L, yV) - yV / c) @ V.T
 
+    zW, zb = jnp.zeros_like(W), jnp.zeros_like(st.b)
+
     def Bop(t):  # (W, b)-block of the Hessian applied to (0, t, 0)
-        dG = A(t @ W.T)
-        return dG.T @ U + G.T @ t, bmask * (sw @ dG)
+        return classifier_rows(A(t @ W.T), t, zW, zb, U, G, sw, prob.lam, mu, bias)
 
     def schur(dW, db):  # S_μ v = (H_AA + μ) v − B D_μ⁻¹ Bᵀ v, and u = −D_μ⁻¹ Bᵀ v
-        dy0 = U @ dW.T
-        if bias:
-            dy0 = dy0 + sw[:, None] * db[None, :]
+        dy0 = logits_change(U, dW, db, sw, bias)
         u = -Dinv(A(dy0) @ W + G @ dW)
-        dG = A(dy0 + u @ W.T)
-        return (dG.T @ U + G.T @ u + (lw + mu) * dW, bmask * (sw @ dG + (lb + mu) * db), u)
+        HW, Hb = classifier_rows(A(dy0 + u @ W.T), u, dW, db, U, G, sw, prob.lam, mu, bias)
+        return HW, Hb, u
 
     return Dinv, Bop, schur
 
