@@ -239,6 +239,7 @@ def _cmd_solve(args):
     arrays = dict(W=res.W, H=res.H, b=res.b, objective=res.objective, grad_norm=res.grad_norm,
                   residual=res.residual, certificate=res.certificate, converged=res.converged,
                   certified=res.certified, status=res.status, steps=res.steps,
+                  hessian_products=res.hessian_products,
                   label_sets=dist.label_sets, weights=dist.weights)
     meta = run_metadata(command="solve", config=config.as_dict(), seed=args.seed, tol=args.tol,
                         cert_tol=args.cert_tol, method=args.method, init=args.init,

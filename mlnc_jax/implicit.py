@@ -65,7 +65,8 @@ class Optimum(NamedTuple):
     """The certified optimum's invariants (module docstring), JAX float64 arrays.
 
     `W`, `H`, `b` carry the horizontal gauge's derivatives; `residual`, `certificate`,
-    `gap` (the rank gap δ), `steps`, `grad_norm`, `seconds` describe the forward solve and carry no derivative.
+    `gap` (the rank gap δ), `steps`, `grad_norm`, `seconds`, `hessian_products` describe the
+    forward solve and carry no derivative.
     """
 
     objective: jax.Array
@@ -82,6 +83,7 @@ class Optimum(NamedTuple):
     steps: jax.Array
     grad_norm: jax.Array
     seconds: jax.Array
+    hessian_products: jax.Array
 
 
 def is_traced(*xs) -> bool:
@@ -156,7 +158,7 @@ def _check_one(opts: _Options, Y, pi, lam, res, where: str = ""):
     if not cfg.bias:
         b = np.zeros(K)
     info = np.array([float(res.residual), float(res.certificate), gap, float(res.steps),
-                     float(res.grad_norm), float(res.seconds)])
+                     float(res.grad_norm), float(res.seconds), float(res.hessian_products)])
     return W, U, b, info
 
 
@@ -186,7 +188,7 @@ def _host_solve(opts: _Options, Y, pi, lam):
 def _forward(opts: _Options, Y, pi, lam, K, T):
     d = opts.config.dim
     shapes = (jax.ShapeDtypeStruct((K, d), jnp.float64), jax.ShapeDtypeStruct((T, d), jnp.float64),
-              jax.ShapeDtypeStruct((K,), jnp.float64), jax.ShapeDtypeStruct((6,), jnp.float64))
+              jax.ShapeDtypeStruct((K,), jnp.float64), jax.ShapeDtypeStruct((7,), jnp.float64))
     if not is_traced(Y, pi, lam):  # eager: errors reach the caller as they are
         return tuple(jnp.asarray(a) for a in _host_solve(opts, Y, pi, lam))
     return jax.pure_callback(partial(_host_solve, opts), shapes, Y, pi, lam,
@@ -429,7 +431,7 @@ def optimum(dist: LabelDistribution, config: UFMConfig, *, lambda_w=None, lambda
     zc, bc = (z, b) if P is None else (z @ P, b @ P)
     zc = jnp.where((pi > 0)[:, None], zc, 0.0)
     return Optimum(f, W @ W.T, H @ H.T, zc, bc, W, H, b, info[0], info[1], info[2], info[3],
-                   info[4], info[5])
+                   info[4], info[5], info[6])
 
 
 def traced_solve(dist: LabelDistribution, config: UFMConfig, seed=0, tol: float = 1e-10, *,
@@ -442,7 +444,8 @@ def traced_solve(dist: LabelDistribution, config: UFMConfig, seed=0, tol: float 
     o = optimum(dist, config, seed=seed, tol=tol, cert_tol=cert_tol, max_steps=max_steps,
                 init=init)
     return SolveResult(o.W, o.H, o.b, o.objective, o.grad_norm, o.residual, o.certificate,
-                       True, True, "certified", "", o.steps, o.seconds, None)
+                       True, True, "certified", "", o.steps, o.seconds, o.hessian_products,
+                       None)
 
 
 # -- differentiable functionals of the invariants ----------------------------------------------

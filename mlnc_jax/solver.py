@@ -59,7 +59,8 @@ class SolveResult(NamedTuple):
     `(W, H, b)`); `residual` (the largest relative block residual, the stopping test);
     `certificate` (`ρ` of §3); `converged`, `certified` (bool); `status` (one of `STATUSES`)
     and `reason` (why not certified; "" when certified); `steps` (Newton steps); `seconds`
-    (this problem's share of the compute time).
+    (this problem's share of the compute time); `hessian_products` (CG iterations over all
+    steps: the engine's cost measure, comparable between devices and paths).
     """
 
     W: Any
@@ -75,6 +76,7 @@ class SolveResult(NamedTuple):
     reason: Any
     steps: Any
     seconds: Any
+    hessian_products: Any
     mask: Any = None
 
     @property
@@ -255,7 +257,8 @@ def _assemble(outs, backs, req: Request, max_steps) -> SolveResult:
         certificate=col("certificate"), converged=np.asarray([v[0] for v in verdicts]),
         certified=np.asarray([v[1] for v in verdicts]),
         status=np.asarray([v[2] for v in verdicts]), reason=np.asarray([v[3] for v in verdicts]),
-        steps=col("steps", np.int64), seconds=col("seconds"), mask=mask)
+        steps=col("steps", np.int64), seconds=col("seconds"),
+        hessian_products=col("cg_iterations", np.int64), mask=mask)
 
 
 def _warn(res: SolveResult) -> None:

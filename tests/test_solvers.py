@@ -180,7 +180,7 @@ def test_solve_result_fields(solve_cached):
     assert bool(res.converged) and float(res.grad_norm) <= 1e-10
     assert res.W.dtype == jnp.float64
     assert res.W.shape == (6, DIM) and res.H.shape == (K6_ROWS, DIM) and res.b.shape == (6,)
-    assert int(res.steps) > 0 and res.seconds > 0
+    assert int(res.steps) > 0 and res.seconds > 0 and int(res.hessian_products) > 0
     assert bool(res.certified) and res.status == "certified" and res.reason == ""
     params = UFMParams(res.W, res.H, res.b)
     assert float(objective(params, jnp.asarray(dist.label_sets), jnp.asarray(dist.weights),
