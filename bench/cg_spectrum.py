@@ -42,7 +42,7 @@ from jax.flatten_util import ravel_pytree  # noqa: E402
 import mlnc_jax as mj  # noqa: E402
 from mlnc_jax.cg import forcing_term  # noqa: E402
 from mlnc_jax.losses import get_loss  # noqa: E402
-from mlnc_jax.matrix_free import _hvp, _jacobi  # noqa: E402
+from mlnc_jax.matrix_free import rotated_system  # noqa: E402
 from mlnc_jax.newton import Problem, init_state, newton_step  # noqa: E402
 from mlnc_jax.results_io import run_metadata  # noqa: E402
 from mlnc_jax.starts import random_start, reduce_rows  # noqa: E402
@@ -72,22 +72,20 @@ def run_steps(name, loss_name):
 
 
 def system(st, prob, loss):
-    """The damped Newton system of state `st` in its rotated frame, flattened: `A`, the
-    inverse Jacobi diagonal, the right-hand side and the frame."""
-    lam, sw = prob.lam, jnp.sqrt(prob.w)
-    _, Q = jnp.linalg.eigh(lam[0] * (st.W.T @ st.W) + lam[1] * (st.U.T @ st.U))
-    W, U = st.W @ Q, st.U @ Q
-    mu = st.theta * st.gnorm
-    hvp = _hvp(W, U, st.G, st.curv, sw, lam, mu, loss, True)
-    DW, DU, Db = _jacobi(W, U, st.curv, prob.w, lam, mu, loss, True)
-    g, unravel = ravel_pytree((st.gW @ Q, st.gU @ Q, st.gb))
-    minv, _ = ravel_pytree((1 / DW, 1 / DU, 1 / Db))
+    """The damped Newton system of state `st` in the engine's rotated frame
+    (`matrix_free.rotated_system`), flattened: `A`, the inverse preconditioner diagonal,
+    the right-hand side, the frame and the unflattening map."""
+    Q, hvp, diag, g = rotated_system(st, prob, loss, True, st.theta * st.gnorm)
+    g, unravel = ravel_pytree(g)
+    minv = 1 / ravel_pytree(diag)[0]
     A = jax.jit(lambda v: ravel_pytree(hvp(unravel(v)))[0])
     return A, minv, -g, Q, unravel
 
 
 def pcg(A, minv, rhs, eta, maxit, Z=None):
-    """Iterations of (deflated) PCG to `‖r‖ ≤ η‖rhs‖`, and the products deflation adds."""
+    """Iterations of (deflated) PCG to `‖r‖ ≤ η‖rhs‖`, and the products deflation adds.
+    One loop for both variants, so they differ only by the deflation; without it, it stops
+    where the engine's `cg.truncated_cg` does (the same test and preconditioner)."""
     x, extra, proj = jnp.zeros_like(rhs), 0, (lambda v: v)
     r = rhs
     if Z is not None:

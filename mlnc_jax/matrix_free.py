@@ -20,7 +20,7 @@ measures it against the exact path.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,8 @@ import jax.numpy as jnp
 from .cg import dot, forcing_term, truncated_cg
 from .losses import Loss
 
-__all__ = ["Direction", "matrix_free_direction", "logits_change", "classifier_rows"]
+__all__ = ["Direction", "RotatedSystem", "rotated_system", "matrix_free_direction", "logits_change",
+           "classifier_rows"]
 
 
 class Direction(NamedTuple):
@@ -79,16 +80,28 @@ def _jacobi(W, U, curv, w, lam, mu, loss: Loss, bias: bool):
     return DW, DU, Db
 
 
-def matrix_free_direction(st, prob, loss: Loss, bias: bool, mu, budget, tol) -> Direction:
-    """The damped Newton direction of `newton.State` `st` by matrix-free PCG (module doc)."""
+class RotatedSystem(NamedTuple):
+    """The damped Newton system of one state in the rotated frame (module doc)."""
+    Q: jax.Array      # [d, d] the frame: columns of W and U are rotated by it
+    hvp: Any          # v ↦ (∇²F + μI) v on (W̃, Ũ, b) tuples
+    diag: tuple       # the preconditioner: the Hessian's diagonal (D_W, D_U, D_b)
+    g: tuple          # the gradient in the frame
+
+
+def rotated_system(st, prob, loss: Loss, bias: bool, mu) -> RotatedSystem:
+    """Rotate `newton.State` `st` into the eigenbasis of the balanced Gram matrix and build
+    the Hessian product and its diagonal there."""
     lam, w = prob.lam, prob.w
-    sw = jnp.sqrt(w)
-    # the rotated frame: the eigenbasis of the balanced Gram matrix
     _, Q = jnp.linalg.eigh(lam[0] * (st.W.T @ st.W) + lam[1] * (st.U.T @ st.U))
     W, U = st.W @ Q, st.U @ Q
     g = (st.gW @ Q, st.gU @ Q, st.gb if bias else jnp.zeros_like(st.gb))
-    hvp = _hvp(W, U, st.G, st.curv, sw, lam, mu, loss, bias)
-    DW, DU, Db = _jacobi(W, U, st.curv, w, lam, mu, loss, bias)
+    hvp = _hvp(W, U, st.G, st.curv, jnp.sqrt(w), lam, mu, loss, bias)
+    return RotatedSystem(Q, hvp, _jacobi(W, U, st.curv, w, lam, mu, loss, bias), g)
+
+
+def matrix_free_direction(st, prob, loss: Loss, bias: bool, mu, budget, tol) -> Direction:
+    """The damped Newton direction of `newton.State` `st` by matrix-free PCG (module doc)."""
+    Q, hvp, (DW, DU, Db), g = rotated_system(st, prob, loss, bias, mu)
     precond = lambda r: (r[0] / DW, r[1] / DU, r[2] / Db)
     eta = forcing_term(st.residual, tol)
     # curvature below −μ at once: the preconditioned gradient step −precond(g)
