@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 
-from . import interrupts, schema
+from . import compile_cache, interrupts, schema
 from .errors import InputError, SolverDivergedError
 
 from .real_labels import load_labels
@@ -32,27 +32,22 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line."""
 
     def error(self, message):
-        raise InputError(f"{self.prog}: error: {message}")
+        # one prefix for every refusal, whichever subcommand's parser found it
+        sub = self.prog.partition(" ")[2]
+        raise InputError(f"mlnc-jax: error: {sub + ': ' if sub else ''}{message}")
 
 
-def _int_at_least(name, low):
+def _positive_int(name):
+    """An integer in `[1, 2**31)`: counts and dimensions are int32 inside the engine."""
     def parse(s):
         try:
             v = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"{name} must be >= {low}, got {v}")
+        if not 1 <= v < schema.MAX_COUNT:
+            raise argparse.ArgumentTypeError(f"{name} must be in [1, 2**31), got {s}")
         return v
     return parse
-
-
-def _positive_int(name):
-    return _int_at_least(name, 1)
-
-
-def _nonneg_int(name):
-    return _int_at_least(name, 0)
 
 
 def _nonneg_float(name, positive=False):
@@ -93,16 +88,34 @@ def _add_problem_args(p, *, loss_required=True, loss_choices=LOSS_CHOICES, dim_r
     p.add_argument("--no-bias", action="store_true", help="fix b = 0")
 
 
-def _check_out(path: str, suffix: str = ".npz", flag: str = "--out") -> Path:
+def _check_out(path: str, inputs=(), suffix: str = ".npz", flag: str = "--out") -> Path:
+    """Refuse, before computing, an output that cannot be written or that would replace an
+    input: the npz and its JSON sidecar are both checked, through links (`inputs`: pairs of
+    flag and path; names that are not files, such as shipped table names, cannot collide)."""
+    from .results_io import sidecar_path
+
     out = Path(path)
     if out.suffix != suffix:
         raise InputError(f"{flag} must end in {suffix}: {path}")
     if not out.parent.exists():
         raise InputError(f"output directory does not exist: {out.parent}")
-    if out.is_dir():
-        raise InputError(f"{flag} is a directory: {path}")
+    for target in (out, sidecar_path(out)):
+        if target.is_dir():
+            raise InputError(f"{flag} {path} would write {target}, which is a directory")
+        refuse_input_overwrite(flag, target, inputs)
     _probe_writable(out.parent)
     return out
+
+
+def refuse_input_overwrite(flag: str, target: Path, inputs) -> None:
+    """`InputError` if writing `target` would replace any input file (links resolved)."""
+    for in_flag, name in inputs:
+        src = Path(name) if name is not None else None
+        if src is None or not src.exists():
+            continue
+        if os.path.realpath(src) == os.path.realpath(target):
+            raise InputError(f"{flag} would overwrite the input {in_flag} {name} "
+                             f"(writes {target}); choose another {flag}")
 
 
 def _probe_writable(directory: Path) -> None:
@@ -158,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tol", type=_nonneg_float("--tol", positive=True), default=1e-10,
                    help="stop when every relative block residual is <= TOL (THEORY §2c)")
     p.add_argument("--cert-tol", type=_nonneg_float("--cert-tol", positive=True), default=1e-6,
-                   help="certified when rho <= 1 + CERT_TOL at a converged point (THEORY §2c)")
+                   help="certified when rho <= 1 + CERT_TOL at a converged point (THEORY §2c); "
+                   "at least 1e-12, what float64 resolves of rho")
     p.add_argument("--max-steps", type=_positive_int("--max-steps"), default=500,
                    help="Newton steps at most")
     p.add_argument("--allow-uncertified", action="store_true",
@@ -201,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_spectrum)
 
     _add_sweep(sub)
+    for p in sub.choices.values():
+        p.add_argument("--compile-cache", default=None, metavar="DIR|off",
+                       help="persistent XLA compilation cache (default: MLNC_CACHE_DIR, else "
+                            "~/.cache/mlnc_jax/xla); 'off' compiles everything afresh")
     return parser
 
 
@@ -224,12 +242,12 @@ def _cmd_solve(args):
     from .results_io import run_metadata
     from .solver import solve
 
-    out = _check_out(args.out)
+    out = _check_out(args.out, [("--labels", args.labels)])
+    if not 0 < args.tol < 1:
+        raise InputError(f"--tol must be a number in (0, 1), got {args.tol}")
+    schema.check_cert_tol(args.cert_tol, "--cert-tol")
     dist = load_labels(args.labels)
     config = _config(args)
-    for flag, v in (("--tol", args.tol), ("--cert-tol", args.cert_tol)):
-        if not 0 < v < 1:
-            raise InputError(f"{flag} must be a number in (0, 1), got {v}")
     t0 = time.perf_counter()
     res = solve(dist, config, seed=args.seed, tol=args.tol, cert_tol=args.cert_tol,
                 max_steps=args.max_steps, warn=False, method=args.method,
@@ -267,7 +285,7 @@ def _cmd_closed_form(args):
     from .closed_forms import closed_form
     from .results_io import run_metadata
 
-    out = _check_out(args.out)
+    out = _check_out(args.out, [("--labels", args.labels)])
     dist = load_labels(args.labels)
     config = _config(args, dim=args.dim or dist.num_classes)
     # eigh of a [K, K] matrix plus W [K, d], H [T, d]: the matrix-free solve estimate bounds it
@@ -349,6 +367,10 @@ def main(argv=None, *, hard_exit: bool = False) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.compile_cache is not None:
+            compile_cache.enable(args.compile_cache)
+        else:
+            compile_cache.ensure()
         with interrupts.guard():
             return int(args.func(args) or 0)
     except InputError as e:

@@ -28,7 +28,7 @@ import numpy as np
 from .errors import InputError
 
 __all__ = [
-    "InputError", "MAX_SEED", "check_int", "check_number", "check_seed", "check_tol",
+    "InputError", "MAX_SEED", "MAX_COUNT", "MIN_CERT_TOL", "check_count", "check_int", "check_number", "check_seed", "check_tol", "check_cert_tol",
     "check_lambdas", "check_num_classes", "check_label_set", "check_weights",
     "normalise_weights", "parse_distribution", "parse_label_matrix", "memory_limit_bytes",
     "check_memory", "format_bytes", "estimate_solve_bytes", "estimate_spectrum_bytes",
@@ -36,6 +36,10 @@ __all__ = [
 ]
 
 MAX_SEED = 2**63  # seeds live in [0, 2**63): they must fit a signed 64-bit integer
+MAX_COUNT = 2**31  # step, CG and chunk counts are int32 inside the compiled programs
+# ρ is the square root of the top eigenvalue of GᵀG over τ: float64 resolves it to a few
+# K·ε (THEORY §3), so a certificate tolerance below this would call round-off a saddle
+MIN_CERT_TOL = 1e-12
 _TINY = sys.float_info.min  # smallest normal positive float64
 
 
@@ -79,6 +83,20 @@ def check_number(value, name: str, *, positive: bool = False, nonnegative: bool 
 def check_seed(value, name: str = "seed") -> int:
     """Seeds are integers in `[0, 2**63)`."""
     return check_int(value, name, low=0, high=MAX_SEED)
+
+
+def check_count(value, name: str, low: int = 1) -> int:
+    """A step, iteration or chunk count: an integer in `[low, 2**31)`."""
+    return check_int(value, name, low=low, high=MAX_COUNT)
+
+
+def check_cert_tol(value, name: str = "cert_tol") -> float:
+    """The certificate tolerance: in `[MIN_CERT_TOL, 1)` (see `MIN_CERT_TOL`)."""
+    v = check_tol(value, name)
+    if not MIN_CERT_TOL <= v < 1:
+        raise InputError(f"{name} must be in [{MIN_CERT_TOL:g}, 1): float64 resolves the "
+                         f"certificate rho only to about 1e-13, got {value!r}")
+    return v
 
 
 def check_tol(value, name: str = "tol") -> float:

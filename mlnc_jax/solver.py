@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from .certificate import rank_diagnosis
-from . import schema
+from . import compile_cache, schema
 from .errors import InputError
 from .implicit import is_traced, traced_solve
 from .labels import LabelDistribution
@@ -189,9 +189,9 @@ def validate(distributions, config: UFMConfig, seeds, tol, cert_tol, lambda_w=No
         if d.num_classes != dists[0].num_classes:
             raise InputError(f"distributions[{i}] has {d.num_classes} classes, the first has "
                              f"{dists[0].num_classes}")
-    for name, v in (("tol", tol), ("cert_tol", cert_tol)):
-        if schema.check_tol(v, name) >= 1:  # both are relative: 1 or more accepts anything
-            raise InputError(f"{name} must be < 1, got {v!r}")
+    if schema.check_tol(tol, "tol") >= 1:  # relative: 1 or more accepts anything
+        raise InputError(f"tol must be < 1, got {tol!r}")
+    schema.check_cert_tol(cert_tol)
     sd = [schema.check_seed(s, "seeds") for s in _per_problem(seeds, "seeds", 0)]
     lams = [[schema.check_number(x, n) for x in _per_problem(v, n, getattr(config, n))]
             for n, v in (("lambda_w", lambda_w), ("lambda_h", lambda_h), ("lambda_b", lambda_b))]
@@ -211,7 +211,7 @@ def validate(distributions, config: UFMConfig, seeds, tol, cert_tol, lambda_w=No
 
 
 def _check_int(name, v, lo):
-    return schema.check_int(v, name, low=lo)
+    return schema.check_count(v, name, low=lo)
 
 
 # -- verdicts ----------------------------------------------------------------------------------
@@ -355,6 +355,7 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
                          "or jax.vmap to solve (or mlnc_jax.optimum) instead")
     t0 = time.perf_counter()
     req = validate(distributions, config, seeds, tol, cert_tol, lambda_w, lambda_h, lambda_b)
+    compile_cache.ensure()
     max_steps = _check_int("max_steps", max_steps, 1)
     max_cg = _check_int("max_cg", max_cg, 1)
     if method != "auto" and method not in METHODS:

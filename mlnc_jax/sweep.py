@@ -49,7 +49,7 @@ from . import interrupts
 from .errors import InputError
 from .labels import LabelDistribution
 from .results_io import jsonable, run_metadata, write_json_atomic
-from .sweep_config import canonical_json, digest, expand_sweep
+from .sweep_config import canonical_json, digest, expand_sweep, input_files
 
 __all__ = ["expand_sweep", "run_sweep", "load_sweep", "add_sweep_parser", "sweep_command"]
 
@@ -199,6 +199,28 @@ def _write_chunk(out: Path, i: int, arrays: dict, meta: dict) -> None:
     write_json_atomic(js, meta)
 
 
+def _written_here(name: str) -> bool:
+    """Whether a sweep writes, replaces or removes a file of this name in its folder."""
+    import fnmatch
+
+    patterns = ("manifest.json", "chunk-[0-9][0-9][0-9][0-9][0-9].npz",
+                "chunk-[0-9][0-9][0-9][0-9][0-9].json", LOCK_NAME, ".chunk-*.tmp*", ".tmp-*")
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _refuse_input_overwrite(out: Path, config) -> None:
+    """`--out` may not be an input, nor hold one under a name the sweep writes or removes
+    (links resolved), checked before anything is computed or written."""
+    real_out = os.path.realpath(out)
+    for f in input_files(config):
+        if not f.exists():
+            continue
+        real = os.path.realpath(f)
+        if real == real_out or (os.path.dirname(real) == real_out
+                                and _written_here(os.path.basename(real))):
+            raise InputError(f"--out {out} would overwrite the input {f}; choose another --out")
+
+
 def _check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a directory")
@@ -220,8 +242,9 @@ def run_sweep(config, out_dir, *, progress: bool = True) -> dict:
     from .ufm import UFMConfig
 
     jax.config.update("jax_enable_x64", True)  # a command-line run: results files are float64
-    manifest = expand_sweep(config)
     out = Path(out_dir)
+    _refuse_input_overwrite(out, config)
+    manifest = expand_sweep(config)
     _check_out_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -190,6 +190,22 @@ def _load_config(config) -> tuple[dict, Path]:
     return cfg, path.parent
 
 
+def input_files(config) -> list[Path]:
+    """The files a sweep reads: its config file and the distribution files it names."""
+    if not isinstance(config, dict):
+        try:
+            cfg, base = _load_config(config)
+        except InputError:
+            return [Path(config)]
+        files = [Path(config)]
+    else:
+        cfg, base, files = config, Path.cwd(), []
+    for d in cfg.get("distributions", []) if isinstance(cfg.get("distributions"), list) else []:
+        if isinstance(d, str):
+            files.append(base / d)
+    return files
+
+
 def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
@@ -238,7 +254,7 @@ def expand_sweep(config) -> dict:
     if not seeds:
         raise InputError("sweep 'seeds' is empty")
     tol = schema.check_tol(cfg.get("tol", 1e-10), "sweep 'tol'")
-    chunk = schema.check_int(cfg.get("chunk_size", 256), "sweep 'chunk_size'", low=1)
+    chunk = schema.check_count(cfg.get("chunk_size", 256), "sweep 'chunk_size'")
     dists = [d for i, spec in enumerate(cfg["distributions"])
              for d in _expand_distribution(spec, base, f"sweep distribution #{i}")]
     n_problems = len(losses) * len(lw) * len(lh) * len(seeds) * len(dists)
