@@ -204,7 +204,7 @@ def run_problems(problems: Sequence[ProblemData], loss: Loss, bias: bool, *, tol
         buckets.setdefault(bucket_rows(p.w.shape[0]), []).append(i)
     finished = 0
     if len(problems) == 1 and placer.n > 1:  # one problem: shard its rows instead
-        placer = Placer(placer.devices, axis="rows")
+        placer = _rows_placer(placer)
     # one slot count per call: every bucket reuses the same program shape family
     n_slots = min(slots, _pow2ceil(max(len(m) for m in buckets.values())))
     for T_pad, members in sorted(buckets.items()):
@@ -218,6 +218,21 @@ def run_problems(problems: Sequence[ProblemData], loss: Loss, bias: bool, *, tol
                                chunk_steps, max_cg, placer, theta0, out, finished, on_progress,
                                how)
     return out
+
+
+def _rows_placer(placer: Placer) -> Placer:
+    """The placer of one problem over several devices. XLA's in-process CPU collectives
+    deadlock inside the Newton core's loops (an all-reduce inside a `while_loop` next to a
+    LAPACK call: measured on 2 and 4 host devices, 2 cores), so on CPU devices the problem
+    runs on the first device instead, with a warning; on accelerators its rows are sharded."""
+    if all(d.platform == "cpu" for d in placer.devices):
+        import warnings
+
+        warnings.warn(f"one problem over {placer.n} CPU devices: XLA's CPU collectives "
+                      "deadlock in the solver's loops, so it runs on one device",
+                      RuntimeWarning, stacklevel=3)
+        return Placer(placer.devices[:1], axis="batch")
+    return Placer(placer.devices, axis="rows")
 
 
 def _worst_final(out) -> float:

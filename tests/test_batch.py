@@ -249,3 +249,38 @@ def test_one_problem_sharded_over_rows_equals_single_device():
         # the same Newton iteration, with reductions summed in another order: round-off only
         for k, v in res[loss]["diff"].items():
             assert v <= 1e-8, (loss, k, v)
+
+
+_ISSUE_SIZE = textwrap.dedent("""
+    import json, warnings
+    import jax, numpy as np
+    import mlnc_jax as mj
+    d = mj.random_correlated(20, 3, max_multiplicity=3)
+    cfg = mj.UFMConfig("pal", 20, 5e-3, 5e-3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        many = mj.solve(d, cfg, tol=1e-10, progress=False)
+    one = mj.solve(d, cfg, tol=1e-10, devices=jax.devices()[:1], progress=False)
+    rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    gram = lambda X: np.asarray(X) @ np.asarray(X).T
+    print(json.dumps({"devices": len(jax.devices()), "T": d.num_sets,
+                      "status": [str(many.status), str(one.status)],
+                      "warned": any("CPU collectives" in str(w.message) for w in caught),
+                      "gram_W": rel(gram(many.W), gram(one.W)),
+                      "gram_H": rel(gram(many.H), gram(one.H))}))
+""")
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_one_large_problem_on_several_cpu_devices_finishes(n):
+    """K = 20, T = 1,350 on n host devices: once a deadlock of XLA's CPU collectives in
+    the Newton loops; now it runs on one device with a warning, and never hangs."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+    out = subprocess.run([sys.executable, "-c", _ISSUE_SIZE], env=env, capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["devices"] == n and res["T"] > 1000 and res["warned"]
+    assert res["status"] == ["certified", "certified"]
+    assert res["gram_W"] <= 1e-8 and res["gram_H"] <= 1e-8, res
