@@ -18,6 +18,10 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_backend_optimization_level=0").strip()
 
+# Timing-sensitive tests (kill a sweep mid-run) must not find programs compiled by an
+# earlier run on disk: the suite compiles afresh; tests of the cache name their own folder.
+os.environ["MLNC_CACHE_DIR"] = "off"
+
 import jax  # noqa: E402
 import numpy as np
 import pytest

@@ -80,3 +80,21 @@ def test_sweep_out_may_not_hold_its_config_under_a_name_it_writes(folder):
     (folder / "cfg.json").write_text(json.dumps(cfg))
     _refused(_cli(["sweep", "--config", "cfg.json", "--out", "cfg.json"], folder), "cfg.json")
     assert Path(folder / "cfg.json").read_text() == json.dumps(cfg)
+
+
+def test_compile_cache_is_written_and_reused(folder):
+    """A second identical command loads its programs from the per-user cache folder."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", MLNC_CACHE_DIR=str(folder / "cache"))
+    run = lambda: subprocess.run([sys.executable, "-m", "mlnc_jax.cli", "solve", "--labels",
+                                  "d.json", *PROBLEM, "--out", "r.npz", "--no-progress"],
+                                 cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    first = run()
+    assert first.returncode == 0, first.stderr
+    entries = sorted(p.name for p in (folder / "cache").iterdir())
+    assert entries, "nothing was cached"
+    second = run()
+    assert second.returncode == 0, second.stderr
+    assert sorted(p.name for p in (folder / "cache").iterdir()) == entries  # all hits
+    off = _cli(["solve", "--labels", "d.json", *PROBLEM, "--out", "r2.npz", "--compile-cache",
+                "off", "--no-progress"], folder)
+    assert off.returncode == 0, off.stderr
