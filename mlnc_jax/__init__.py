@@ -7,7 +7,7 @@ calling the package leaves the caller's JAX configuration as it was.
 
 from .certificate import certificate, collapse_threshold, gradient_matrix
 from .closed_forms import ClosedForm, closed_form, mse_closed_form
-from .errors import InputError, NotCertifiedError, RankChangeError, SolverDivergedError
+from .errors import CollectiveTimeoutError, InputError, NotCertifiedError, RankChangeError, SolverDivergedError
 from .labels import (LabelDistribution, balanced, random_correlated, sample_labels,
                      singleton_imbalance)
 from .losses import LOSSES, Loss, bce, get_loss, mse, pal, pal_normalized
@@ -38,7 +38,7 @@ __all__ = [
     "nc_metrics", "procrustes", "real_label_tables", "real_metadata", "relative_error",
     "spectrum_arrays", "spectrum_to_json", "symmetric_pal", "symmetric_pal_closed_form",
     "synthesis_report", "tagwise_angles",
-    "ClosedForm", "FlowTrace", "InputError", "LOSSES", "LabelDistribution", "Loss", "STATUSES",
+    "ClosedForm", "CollectiveTimeoutError", "FlowTrace", "InputError", "LOSSES", "LabelDistribution", "Loss", "STATUSES",
     "SolveResult", "get_loss",
     "SolverDivergedError", "UFMConfig", "UFMParams", "balanced", "bce", "certificate",
     "closed_form", "collapse_threshold", "estimate_step_size", "gradient_flow",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 from . import compile_cache, interrupts, schema
-from .errors import InputError, SolverDivergedError
+from .errors import CollectiveTimeoutError, InputError, SolverDivergedError
 
 from .real_labels import load_labels
 
@@ -379,6 +379,11 @@ def main(argv=None, *, hard_exit: bool = False) -> int:
         return 2
     except SolverDivergedError as e:
         print(f"mlnc-jax: solver error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except CollectiveTimeoutError as e:  # device threads are blocked: no teardown
+        print(f"mlnc-jax: error: {_one_line(e)}", file=sys.stderr)
+        if hard_exit:
+            _exit_now(1)
         return 1
     except KeyboardInterrupt:
         print("mlnc-jax: interrupted", file=sys.stderr)

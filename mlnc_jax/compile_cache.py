@@ -21,8 +21,8 @@ from typing import Optional
 
 __all__ = ["default_dir", "enable", "ensure", "current_dir"]
 
-# programs that compile faster than this are not worth a file each
-_MIN_COMPILE_SECONDS = 0.2
+# every program: a hundred small ones cost as much as one large one
+_MIN_COMPILE_SECONDS = 0.0
 _state = {"decided": False}
 
 

@@ -20,3 +20,9 @@ class NotCertifiedError(RuntimeError):
 
 class RankChangeError(InputError):
     """The optimum sits at a rank change (THEORY §8): it is not differentiable there."""
+
+
+class CollectiveTimeoutError(RuntimeError):
+    """A chunk of Newton steps over several devices did not finish within the watchdog bound
+    (`MLNC_COLLECTIVE_TIMEOUT` seconds): a collective that never completes. The computation
+    is abandoned; the process should exit (its device threads may still be blocked)."""

@@ -12,13 +12,20 @@
   `T` sharded instead (`P(None, "rows")`, GSPMD turns the `W`/`b` blocks into reductions
   over devices). Multi-process runs place inputs with `jax.make_array_from_callback` and
   gather with `process_allgather`.
+* **Watchdog.** Over several devices each chunk is awaited for at most
+  `MLNC_COLLECTIVE_TIMEOUT` seconds (default 1800), then `CollectiveTimeoutError`: a
+  collective that never completes fails with one line instead of hanging.
 * **Time.** Each chunk's wall time is shared among the slots that were live in it, so the
   per-problem `seconds` add up to the time spent computing.
 """
 
 from __future__ import annotations
 
+import atexit
 import math
+import os
+import sys
+import threading
 import time
 from functools import partial
 from typing import Callable, NamedTuple, Optional, Sequence
@@ -28,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import interrupts
+from .errors import CollectiveTimeoutError, InputError
 from .losses import Loss
 from .newton import Problem, choose_method, init_state, newton_step, summarize
 
@@ -225,7 +233,8 @@ def _rows_placer(placer: Placer) -> Placer:
     deadlock inside the Newton core's loops (an all-reduce inside a `while_loop` next to a
     LAPACK call: measured on 2 and 4 host devices, 2 cores), so on CPU devices the problem
     runs on the first device instead, with a warning; on accelerators its rows are sharded."""
-    if all(d.platform == "cpu" for d in placer.devices):
+    forced = os.environ.get("MLNC_CPU_ROW_SHARDING", "") == "1"  # to diagnose XLA only
+    if all(d.platform == "cpu" for d in placer.devices) and not forced:
         import warnings
 
         warnings.warn(f"one problem over {placer.n} CPU devices: XLA's CPU collectives "
@@ -233,6 +242,63 @@ def _rows_placer(placer: Placer) -> Placer:
                       RuntimeWarning, stacklevel=3)
         return Placer(placer.devices[:1], axis="batch")
     return Placer(placer.devices, axis="rows")
+
+
+def collective_timeout() -> float:
+    """The watchdog bound in seconds on one chunk of Newton steps over several devices:
+    `MLNC_COLLECTIVE_TIMEOUT` (default 1800; `0` or `off` waits forever)."""
+    raw = os.environ.get("MLNC_COLLECTIVE_TIMEOUT", "1800").strip().lower()
+    if raw in ("0", "off", "none", ""):
+        return math.inf
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"MLNC_COLLECTIVE_TIMEOUT={raw!r}: expected seconds or 'off'") from None
+    if not value > 0:
+        raise InputError(f"MLNC_COLLECTIVE_TIMEOUT={raw!r}: expected seconds > 0 or 'off'")
+    return value
+
+
+def _wait(x, n_devices: int) -> None:
+    """Block until `x` is computed. Over several devices a chunk that waits on a collective
+    forever must not hang the caller: the wait runs on a helper thread and gives up after
+    `collective_timeout()` seconds with `CollectiveTimeoutError`."""
+    bound = collective_timeout() if n_devices > 1 else math.inf
+    if math.isinf(bound):
+        jax.block_until_ready(x)
+        return
+    finished = threading.Event()
+    failure: list[BaseException] = []
+
+    def wait():
+        try:
+            jax.block_until_ready(x)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            failure.append(e)
+        finished.set()
+
+    threading.Thread(target=wait, daemon=True, name="mlnc-wait").start()
+    while not finished.wait(0.25):  # short waits: Ctrl-C stays responsive
+        interrupts.check()
+        bound -= 0.25
+        if bound <= 0:
+            # the blocked device threads abort interpreter teardown (exit 134): leave first
+            atexit.register(_leave_without_teardown)
+            raise CollectiveTimeoutError(
+                f"a chunk of Newton steps over {n_devices} devices did not finish within "
+                f"{collective_timeout():g} s (MLNC_COLLECTIVE_TIMEOUT): a collective that "
+                "never completes; rerun on one device (devices=jax.devices()[:1])")
+    if failure:
+        raise failure[0]
+
+
+def _leave_without_teardown() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe must not block the exit
+            pass
+    os._exit(1)
 
 
 def _worst_final(out) -> float:
@@ -291,5 +357,5 @@ def _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps, c
         t0 = time.perf_counter()
         st = _advance(st, prob, tol_a, ms_a, jnp.asarray(chunk_steps, jnp.int32), loss, bias, max_cg,
                       method)
-        jax.block_until_ready(st.done)
+        _wait(st.done, placer.n)
         spent[active] += (time.perf_counter() - t0) / max(int(active.sum()), 1)

@@ -284,3 +284,42 @@ def test_one_large_problem_on_several_cpu_devices_finishes(n):
     assert res["devices"] == n and res["T"] > 1000 and res["warned"]
     assert res["status"] == ["certified", "certified"]
     assert res["gram_W"] <= 1e-8 and res["gram_H"] <= 1e-8, res
+
+
+_FORCED = textwrap.dedent("""
+    import jax, mlnc_jax as mj
+    jax.config.update("jax_enable_x64", True)
+    d = mj.random_correlated(20, 3, max_multiplicity=3)
+    try:
+        r = mj.solve(d, mj.UFMConfig("pal", 20, 5e-3, 5e-3), tol=1e-10, progress=False)
+        print("finished", r.status)
+    except mj.CollectiveTimeoutError as e:
+        print("timeout", e)
+""")
+
+
+def test_a_collective_that_never_completes_fails_with_one_line_instead_of_hanging(tmp_path):
+    """Row sharding forced onto CPU devices (where XLA's collectives deadlock at this size):
+    the watchdog bound ends the solve with `CollectiveTimeoutError` and a clean exit, from
+    the Python API and from the CLI; a run that happens not to deadlock must finish."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", MLNC_CPU_ROW_SHARDING="1",
+               MLNC_COLLECTIVE_TIMEOUT="10",
+               XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    out = subprocess.run([sys.executable, "-c", _FORCED], env=env, capture_output=True,
+                         text=True, timeout=180)
+    last = out.stdout.strip().splitlines()[-1]
+    if last.startswith("timeout"):
+        assert out.returncode == 1 and "MLNC_COLLECTIVE_TIMEOUT" in last, out.stderr[-2000:]
+    else:
+        assert out.returncode == 0 and last == "finished certified", out.stderr[-2000:]
+    d = mj.random_correlated(20, 3, max_multiplicity=3)
+    d.save(tmp_path / "d.json")
+    cli = subprocess.run([sys.executable, "-m", "mlnc_jax.cli", "solve", "--labels", "d.json",
+                          "--loss", "pal", "--dim", "20", "--lambda-w", "5e-3", "--lambda-h",
+                          "5e-3", "--tol", "1e-10", "--no-progress", "--out", "r.npz"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    if cli.returncode != 0:
+        lines = cli.stderr.strip().splitlines()
+        assert cli.returncode == 1 and len(lines) == 1, cli.stderr[-2000:]
+        assert lines[0].startswith("mlnc-jax: error:") and "MLNC_COLLECTIVE_TIMEOUT" in lines[0]
+        assert not (tmp_path / "r.npz").exists()
