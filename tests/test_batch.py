@@ -240,8 +240,9 @@ _ROWS = textwrap.dedent("""
 
 
 def test_one_problem_sharded_over_rows_equals_single_device():
-    """One problem, four devices: the label-set axis is sharded (GSPMD reductions for W, b),
-    on both engine paths."""
+    """One problem, four host devices, on both engine paths: equal to one device. (On
+    accelerators its label-set axis is sharded; on CPU devices it runs on the first one,
+    see `placement._rows_placer`.)"""
     res = _on_four_host_devices(_ROWS, 600)
     assert res["devices"] == 4
     for loss in ("pal", "bce_matrix_free"):
