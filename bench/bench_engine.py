@@ -54,7 +54,7 @@ def single_problem_rows(repeat):
 
     import mlnc_jax as mj
     from lbfgs_baseline import lbfgs
-    from mlnc_jax.newton import Problem, block_residual, value_grad
+    from mlnc_jax.engine.newton import Problem, block_residual, value_grad
 
     jax.config.update("jax_enable_x64", True)
     rows = []
@@ -91,7 +91,7 @@ def compile_counts():
     import numpy as np
 
     import mlnc_jax as mj
-    from mlnc_jax import placement
+    from mlnc_jax.engine import placement
 
     rng = np.random.default_rng(0)
     dists = []

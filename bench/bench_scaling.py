@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 def _documents(name="delicious", seed=0):
     """The table's documents as label lists, in a fixed shuffled order."""
-    from mlnc_jax.real_labels import _raw
+    from mlnc_jax.io.real_labels import _raw
 
     raw = _raw(name)
     docs = [s for s, c in zip(raw["label_sets"], raw["weights"]) for _ in range(int(c))]
@@ -46,7 +46,7 @@ def _documents(name="delicious", seed=0):
 
 def _restrict(docs, K_all, K):
     """Distribution over the K most frequent classes (documents left with no label drop out)."""
-    from mlnc_jax.labels import LabelDistribution
+    from mlnc_jax.model.labels import LabelDistribution
 
     freq = np.zeros(K_all)
     for s in docs:
@@ -77,8 +77,8 @@ def _solve(dist, method):
 
 
 def _point(dist, method, repeat, warm: bool):
-    from mlnc_jax.newton import step_flops
-    from mlnc_jax.placement import bucket_rows
+    from mlnc_jax.engine.newton import step_flops
+    from mlnc_jax.engine.placement import bucket_rows
 
     K, T = dist.num_classes, dist.num_sets
     if warm:
@@ -102,10 +102,10 @@ def run(quick: bool, out: str, repeat: int, Ks=None, Ns=None, exact_max_gb: floa
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from mlnc_jax import schema
-    from mlnc_jax.newton import choose_method
-    from mlnc_jax.placement import bucket_rows
-    from mlnc_jax.results_io import run_metadata, write_json_atomic
+    from mlnc_jax.io import schema
+    from mlnc_jax.engine.newton import choose_method
+    from mlnc_jax.engine.placement import bucket_rows
+    from mlnc_jax.io.results import run_metadata, write_json_atomic
 
     docs, K_all = _documents()
     Ks = Ks if Ks is not None else [10, 20, 40] if quick else [10, 20, 40, 80, 160, 320]

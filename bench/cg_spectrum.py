@@ -40,12 +40,12 @@ import jax.numpy as jnp  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import mlnc_jax as mj  # noqa: E402
-from mlnc_jax.cg import forcing_term  # noqa: E402
-from mlnc_jax.losses import get_loss  # noqa: E402
-from mlnc_jax.matrix_free import rotated_system  # noqa: E402
-from mlnc_jax.newton import Problem, init_state, newton_step  # noqa: E402
-from mlnc_jax.results_io import run_metadata  # noqa: E402
-from mlnc_jax.starts import random_start, reduce_rows  # noqa: E402
+from mlnc_jax.engine.cg import forcing_term
+from mlnc_jax.model.losses import get_loss
+from mlnc_jax.engine.matrix_free import rotated_system
+from mlnc_jax.engine.newton import Problem, init_state, newton_step
+from mlnc_jax.io.results import run_metadata
+from mlnc_jax.engine.starts import random_start, reduce_rows
 
 LAM, TOL = 5e-3, 1e-10
 

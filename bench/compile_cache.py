@@ -1,4 +1,4 @@
-"""Cold and warm wall times with the persistent compilation cache (`mlnc_jax.compile_cache`).
+"""Cold and warm wall times with the persistent compilation cache (`mlnc_jax.engine.compile_cache`).
 
 Each workload runs twice as a fresh process against a fresh, empty cache folder: the first
 process compiles and writes the cache, the second reads it. Inside each Python process the
@@ -68,7 +68,7 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as work:
         mj.random_correlated(4, 0, max_multiplicity=2).save(Path(work) / "d.json")
-        cli = [sys.executable, "-m", "mlnc_jax.cli"]
+        cli = [sys.executable, "-m", "mlnc_jax.app.cli"]
         common = ["--labels", "d.json", "--dim", "4", "--lambda-w", "5e-3", "--lambda-h", "5e-3"]
         rows.append(_pair("mlnc-jax solve (K=4, PAL)", cli + ["solve", "--loss", "pal", *common,
                                                           "--no-progress", "--out", "r.npz"],

@@ -18,7 +18,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import mlnc_jax as mj  # noqa: E402
-from mlnc_jax.results_io import run_metadata  # noqa: E402
+from mlnc_jax.io.results import run_metadata
 
 
 def peak_rss_gb() -> float:

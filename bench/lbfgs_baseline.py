@@ -2,7 +2,7 @@
 
 A jit-compiled `while_loop` of `optax.lbfgs` (zoom line search) on `F(W, U, b)`,
 `U_s = √π_s h_s` (THEORY §2), until the package's own stopping test holds (every relative
-block residual of THEORY §2c within `tol`, `mlnc_jax.newton.block_residual`) or `max_iter`:
+block residual of THEORY §2c within `tol`, `mlnc_jax.engine.newton.block_residual`) or `max_iter`:
 the same tolerance as the Newton engine. This is what a user would write without it.
 """
 
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 import mlnc_jax as mj
-from mlnc_jax.newton import Problem, block_residual, value_grad
+from mlnc_jax.engine.newton import Problem, block_residual, value_grad
 
 
 def _objective(x, Y, w, config):

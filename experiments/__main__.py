@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import jax
 from tqdm.auto import tqdm
 
-from mlnc_jax import interrupts
+from mlnc_jax.engine import interrupts
 
 from . import FIGURES
 from ._common import run_experiment
@@ -61,10 +62,8 @@ def _main_interruptible() -> int:
     except KeyboardInterrupt:
         print("python -m experiments: interrupted", file=sys.stderr)
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(Exception):  # a broken stream must not stop the exit
                 stream.flush()
-            except Exception:
-                pass
         os._exit(130)
 
 

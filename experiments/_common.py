@@ -20,10 +20,9 @@ import jax
 import numpy as np
 
 from mlnc_jax import UFMConfig, UFMParams, solve_batch
-from mlnc_jax.placement import bucket_rows
-from mlnc_jax.plotting import LOSS_COLORS, apply_style, savefig  # noqa: F401
-from mlnc_jax.results_io import run_metadata, write_npz_atomic
-
+from mlnc_jax.app.plotting import LOSS_COLORS, apply_style, savefig  # noqa: F401
+from mlnc_jax.engine.placement import bucket_rows
+from mlnc_jax.io.results import run_metadata, write_npz_atomic
 
 SLOTS = 16  # problems side by side per device on CPU: `solve_batch`'s default there
 
@@ -132,6 +131,27 @@ def plot_from_files(module, results_dir, figures_dir) -> dict:
     return meta
 
 
+NOTE_BOX = {"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.8", "alpha": 0.9}
+
+
+def note(ax, text, loc=(0.02, 0.02), fontsize=7, **kw):
+    """A boxed note at `loc` in axes coordinates, readable over lines and images."""
+    ax.text(*loc, text, transform=ax.transAxes, fontsize=fontsize, bbox=NOTE_BOX, **kw)
+
+
 def log_ticks_note(ax, text, loc=(0.02, 0.02)):
-    ax.text(*loc, text, transform=ax.transAxes, fontsize=7, va="bottom", ha="left",
-            bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.8", alpha=0.9))
+    note(ax, text, loc, va="bottom", ha="left")
+
+
+def gram_image(ax, G, vmax, **kw):
+    """A Gram matrix on a diverging scale centred at 0 (no grid over the cells)."""
+    im = ax.imshow(G, cmap="RdBu_r", vmin=-vmax, vmax=vmax, **kw)
+    ax.grid(False)
+    return im
+
+
+def finish(fig, title, fontsize=10, **layout):
+    """The figure with its title and a tight layout (`layout`: `tight_layout`'s options)."""
+    fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout(**layout)
+    return fig

@@ -1,6 +1,6 @@
 """Figure `convergence`: gradient-flow trajectories, vmapped over random distributions.
 
-Two flows with the same critical points (`mlnc_jax.flow`): the equal-curvature flow (every
+Two flows with the same critical points (`mlnc_jax.engine.flow`): the equal-curvature flow (every
 prototype moves at the same rate however rare its label set) and the Euclidean flow, the
 UFM's own training dynamics (full-batch gradient descent). Relative Gram error to the MSE
 closed form (THEORY §4) and objective gap against flow time (log-log) for `mse`; for `pal`,
@@ -18,10 +18,23 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mlnc_jax import UFMConfig, UFMParams, init_params, mse_closed_form, random_correlated
-from mlnc_jax.flow import gradient_flow_batch
+from mlnc_jax import (
+    UFMConfig,
+    UFMParams,
+    init_params,
+    mse_closed_form,
+    random_correlated,
+)
+from mlnc_jax.engine.flow import gradient_flow_batch
 
-from ._common import LOSS_COLORS, certified_note, log_ticks_note, not_certified, solve_grid
+from ._common import (
+    LOSS_COLORS,
+    certified_note,
+    finish,
+    log_ticks_note,
+    not_certified,
+    solve_grid,
+)
 
 NAME = "convergence"
 METRICS = {"": "equal_curvature", "euclidean_": "euclidean"}  # key prefix -> flow metric
@@ -57,9 +70,9 @@ def _flows(loss, dists, cfg, cfs):
                                 jnp.float64) for i in range(len(dists))])
     Y = jnp.stack([jnp.asarray(d.label_sets) for d in dists])
     w = jnp.stack([jnp.asarray(d.weights) for d in dists])
-    ref = dict(ref_gram_w=np.stack([cf.gram_W for cf in cfs]),
-               ref_gram_h=np.stack([cf.gram_H for cf in cfs]),
-               ref_params=_stack([jax.tree_util.tree_map(jnp.asarray, cf.params) for cf in cfs]))
+    ref = {"ref_gram_w": np.stack([cf.gram_W for cf in cfs]),
+           "ref_gram_h": np.stack([cf.gram_H for cf in cfs]),
+           "ref_params": _stack([jax.tree_util.tree_map(jnp.asarray, cf.params) for cf in cfs])}
     flows = {}
     for prefix, metric in METRICS.items():
         params, trace, steps = gradient_flow_batch(start, Y, w, config, num_steps=cfg.flow_steps,
@@ -179,9 +192,7 @@ def plot(a, meta):
     gh = max(np.max(a[f"mse_{p}final_gram_h_error"]) for p in ("", "euclidean_"))
     log_ticks_note(axes[0], f"after Newton: max Gram error = {gh:.1e}", loc=(0.4, 0.9))
     cfg = meta["config"]
-    fig.suptitle(f"Gradient flows (explicit Euler, vmapped; solid: equal-curvature metric, dashed: Euclidean = "
-                 f"the UFM's training dynamics),\nthen the Newton engine from their end points; random correlated "
-                 f"K={cfg['num_classes']}, |S| ≤ {cfg['max_multiplicity']}, d={cfg['dim']}, "
-                 f"λW=λH={cfg['lambda_w']:g}, {cfg['flow_steps']} steps", fontsize=9)
-    fig.tight_layout()
-    return fig
+    return finish(fig, f"Gradient flows (explicit Euler, vmapped; solid: equal-curvature metric, dashed: "
+                       f"Euclidean = the UFM's training dynamics),\nthen the Newton engine from their end "
+                       f"points; random correlated K={cfg['num_classes']}, |S| ≤ {cfg['max_multiplicity']}, "
+                       f"d={cfg['dim']}, λW=λH={cfg['lambda_w']:g}, {cfg['flow_steps']} steps", 9)

@@ -1,4 +1,4 @@
-"""Derive the label-set count tables shipped in `mlnc_jax/data/` from real label matrices.
+"""Derive the label-set count tables shipped in `mlnc_jax/io/data/` from real label matrices.
 
     python experiments/derive_label_tables.py --source ../shared/data/real-labels
 
@@ -51,7 +51,7 @@ def table(source: Path, name: str, sources: dict) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "real-labels"))
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "mlnc_jax" / "data"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "mlnc_jax" / "io" / "data"))
     args = ap.parse_args(argv)
     source, out = Path(args.source), Path(args.out)
     if not (source / "SOURCES.json").exists():

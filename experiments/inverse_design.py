@@ -24,7 +24,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import mlnc_jax as mj
-from mlnc_jax.implicit import simplex_etf_distance, tagwise_residuals
+from mlnc_jax.measure.metrics import simplex_etf_distance, tagwise_residuals
+
+from ._common import finish
 
 NAME = "inverse_design"
 
@@ -69,12 +71,9 @@ def compute(cfg: Config, progress=None):
         return _compute(cfg)
 
 
-def _compute(cfg: Config):
-    dist = _dist(cfg)
-    K, Y = dist.num_classes, np.asarray(dist.label_sets)
-    pi = jnp.asarray(dist.weights)
-    p = np.asarray(dist.class_frequencies)
-    config = mj.UFMConfig("pal", K, cfg.lambda_w, cfg.lambda_h)
+def _objective(dist, config, cfg):
+    """Jitted (value and gradient in log c of the ETF distance, every score at weights c)."""
+    pi, Y = jnp.asarray(dist.weights), np.asarray(dist.label_sets)
 
     def evaluate(c):
         o = mj.optimum(dist, config, loss_weights=_norm_weights(c, pi), seed=cfg.seed,
@@ -84,12 +83,14 @@ def _compute(cfg: Config):
     def loss_of(a):
         return evaluate(jnp.exp(a))[0]
 
-    vg = jax.jit(jax.value_and_grad(loss_of))
-    ev = jax.jit(evaluate)
-    a = jnp.zeros(dist.num_sets)
-    hist, t0, solves = [], time.perf_counter(), 0
+    return jax.jit(jax.value_and_grad(loss_of)), jax.jit(evaluate)
+
+
+def _descend(vg, a, cfg):
+    """(end point, objective per step, solves) of gradient descent in log c from `a`."""
+    hist = []
     J, g = vg(a)
-    solves += 1
+    solves = 1
     lr = cfg.lr
     for _ in range(cfg.steps):
         hist.append(float(J))
@@ -98,7 +99,8 @@ def _compute(cfg: Config):
             solves += 1
             try:
                 J1, g1 = vg(a1)
-            except Exception:  # a step into a non-certifiable region: shorter step
+            # a step into a non-certifiable region, whatever the solve raised: shorter step
+            except Exception:  # noqa: BLE001
                 J1 = jnp.inf
             if J1 <= J or lr < 1e-6:
                 break
@@ -108,6 +110,31 @@ def _compute(cfg: Config):
         a, J, g = a1, J1, g1
         lr *= 1.5
     hist.append(float(J))
+    return a, hist, solves
+
+
+def _logit_adjusted(dist, config, cfg):
+    """Scores of a user loss ℓ(z + τ log p, y), certified solve."""
+    shift = jnp.asarray(cfg.tau * np.log(np.asarray(dist.class_frequencies)))
+    la = mj.Loss.from_function("pal_logit_adjusted",
+                               lambda z, y: mj.pal(z + shift, y),
+                               ignored_directions=mj.pal.ignored_directions)
+    r = mj.solve(dist, config._replace(loss=la), seed=cfg.seed, tol=1e-10)
+    assert r.certified, r.reason
+    return np.asarray(_scores(jnp.asarray(r.W @ r.W.T), jnp.asarray(r.H @ r.H.T),
+                              np.asarray(dist.label_sets)))
+
+
+def _compute(cfg: Config):
+    dist = _dist(cfg)
+    K, Y = dist.num_classes, np.asarray(dist.label_sets)
+    pi = jnp.asarray(dist.weights)
+    p = np.asarray(dist.class_frequencies)
+    config = mj.UFMConfig("pal", K, cfg.lambda_w, cfg.lambda_h)
+    vg, ev = _objective(dist, config, cfg)
+    a = jnp.zeros(dist.num_sets)
+    t0 = time.perf_counter()
+    a, hist, solves = _descend(vg, a, cfg)
     seconds = time.perf_counter() - t0
     c_learn = np.asarray(_norm_weights(jnp.exp(a), pi))
 
@@ -115,16 +142,8 @@ def _compute(cfg: Config):
     inv_cls = np.asarray(_norm_weights(jnp.asarray((Y / p).sum(1) / Y.sum(1)), pi))
     rows = {"none": np.asarray(ev(jnp.ones(dist.num_sets))), "inverse_set_frequency": np.asarray(ev(jnp.asarray(inv_set))),
             "inverse_class_frequency": np.asarray(ev(jnp.asarray(inv_cls))),
-            "learned": np.asarray(ev(jnp.asarray(c_learn)))}
-    # logit adjustment: a user loss ℓ(z + τ log p, y), certified solve
-    shift = jnp.asarray(cfg.tau * np.log(p))
-    la = mj.Loss.from_function("pal_logit_adjusted",
-                               lambda z, y: mj.pal(z + shift, y),
-                               ignored_directions=mj.pal.ignored_directions)
-    r = mj.solve(dist, config._replace(loss=la), seed=cfg.seed, tol=1e-10)
-    assert r.certified, r.reason
-    rows["logit_adjustment"] = np.asarray(_scores(jnp.asarray(r.W @ r.W.T),
-                                                  jnp.asarray(r.H @ r.H.T), Y))
+            "learned": np.asarray(ev(jnp.asarray(c_learn))),
+            "logit_adjustment": _logit_adjusted(dist, config, cfg)}
     out = {"history": np.asarray(hist), "weights": np.asarray(pi), "multiplicity": dist.multiplicities,
            "c_learned": c_learn, "c_inverse_set": inv_set, "c_inverse_class": inv_cls,
            "methods": np.asarray(list(rows)), "scores": np.stack(list(rows.values())),
@@ -172,8 +191,6 @@ def plot(a, meta):
     lines.append(f"learned: {int(a['solves'])} certified solves + reverse passes, {float(a['seconds']):.1f} s")
     ax.text(0.0, 0.9, "\n".join(lines), family="monospace", fontsize=7.5, va="top")
     ax.set_title("which remedy gets closer, at what cost")
-    fig.suptitle(f"Inverse design: K = {cfg['num_classes']}, singletons {{0}}, {{1}} {cfg['ratio']:g}× as "
-                 f"frequent as {{2}}, {{3}}; π(1) = {cfg['singleton_mass']}, pairs uniform; PAL, d = K, "
-                 f"λW = λH = {cfg['lambda_w']:g}, free bias", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, f"Inverse design: K = {cfg['num_classes']}, singletons {{0}}, {{1}} "
+                       f"{cfg['ratio']:g}× as frequent as {{2}}, {{3}}; π(1) = {cfg['singleton_mass']}, "
+                       f"pairs uniform; PAL, d = K, λW = λH = {cfg['lambda_w']:g}, free bias")

@@ -1,5 +1,5 @@
 """Figure `kappa_stability`: the weakest label contrast κ_m (THEORY §1) against the smallest
-separation of the learned geometry along contrasts (σ_m, `mlnc_jax.geometry`).
+separation of the learned geometry along contrasts (σ_m, `mlnc_jax.measure.geometry`).
 
 Family: K classes, multiplicities {1, 2}, balanced singletons; a fraction q of the pair mass
 sits on the pair {0, 1} and the rest is spread evenly over the other pairs. From q = 1/C(K,2)
@@ -23,12 +23,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mlnc_jax import UFMConfig, mse_closed_form
-from mlnc_jax.geometry import centred_singular_values, geometry_stability
-from mlnc_jax.labels import LabelDistribution
-from mlnc_jax.spectra import contrast_basis
+from mlnc_jax.measure.geometry import centred_singular_values, geometry_stability
+from mlnc_jax.model.labels import LabelDistribution
+from mlnc_jax.theory.spectra import contrast_basis
 
-from ._common import (LOSS_COLORS, certified_note, log_ticks_note, not_certified, solve_grid,
-                      verdicts)
+from ._common import (
+    LOSS_COLORS,
+    certified_note,
+    finish,
+    log_ticks_note,
+    not_certified,
+    solve_grid,
+    verdicts,
+)
 
 NAME = "kappa_stability"
 M = 2  # the multiplicity whose κ_m the family drives to 0
@@ -135,15 +142,14 @@ def _slope(x, y):
     return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
 
 
-def plot(a, meta):
-    cfg = meta["config"]
-    m = meta["multiplicity"]
+def _legend_below(ax):
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7)
+
+
+def _separation_panel(ax, a, m):
     cm, cp = LOSS_COLORS["mse"], LOSS_COLORS["pal"]
     kc = a["curve_kappa"]
     gap = a["curve_sigma"] / a["curve_bound"] - 1
-    fig, axes = plt.subplots(1, 3, figsize=(14, 5.2))
-
-    ax = axes[0]
     ax.plot(kc, a["curve_sigma"], color=cm, lw=1.8, label=f"MSE closed form (§4): σ_{m}")
     ax.plot(kc, a["curve_bound"], color=cm, lw=1.0, ls="--",
             label=f"lower bound κ_{m}·s_min(PB|1⊥)² (on the curve)")
@@ -153,14 +159,17 @@ def plot(a, meta):
     ax.set(xscale="log", yscale="log", xlabel=f"κ_{m} = λ_min(C_{m}|1⊥)  (label contrast variance, m = {m})",
            ylabel=f"σ_{m} = λ_min(Cov_{m}(z)|1⊥)  (logits z)",
            title="weakest logit contrast vs weakest label contrast")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7)
+    _legend_below(ax)
     log_ticks_note(ax, f"log-log slope σ_{m} vs κ_{m}: MSE {_slope(kc, a['curve_sigma']):.3f}, "
                        f"PAL {_slope(a['pal_kappa'], a['pal_sigma']):.3f}\n"
                        f"MSE solver vs closed form: max rel. Gram error {np.max(a['mse_gram_error']):.1e}\n"
                        f"closed form vs lower bound: σ_{m}/bound − 1 ∈ [{gap.min():.1e}, {gap.max():.1e}]",
                    loc=(0.33, 0.03))
 
-    ax = axes[1]
+
+def _shrinkage_panel(ax, a, m):
+    cm, cp = LOSS_COLORS["mse"], LOSS_COLORS["pal"]
+    kc = a["curve_kappa"]
     ax.plot(kc, a["curve_sigma"] / kc, color=cm, lw=1.8, label=f"MSE closed form: σ_{m}/κ_{m}")
     ax.plot(kc, a["curve_bound"] / kc, color=cm, lw=1.0, ls="--", label="lower bound s_min(PB|1⊥)² (on the curve)")
     ax.plot(a["mse_kappa"], a["mse_sigma"] / a["mse_kappa"], "o", mfc="none", mec="k", ms=7,
@@ -168,12 +177,15 @@ def plot(a, meta):
     ax.plot(a["pal_kappa"], a["pal_sigma"] / a["pal_kappa"], "s", color=cp, ms=5, label="PAL solver")
     ax.set(xscale="log", yscale="log", xlabel=f"κ_{m}", ylabel=f"σ_{m} / κ_{m}",
            title="shrinkage of the weakest contrast")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7)
+    _legend_below(ax)
     r_m, r_p = a["curve_sigma"] / kc, a["pal_sigma"] / a["pal_kappa"]
     log_ticks_note(ax, f"MSE: σ_{m}/κ_{m} ∈ [{r_m.min():.4f}, {r_m.max():.4f}]\n"
                        f"PAL: σ_{m}/κ_{m} ∈ [{r_p.min():.1f}, {r_p.max():.1f}]", loc=(0.3, 0.3))
 
-    ax = axes[2]
+
+def _spread_panel(ax, a, m):
+    cm, cp = LOSS_COLORS["mse"], LOSS_COLORS["pal"]
+    kc = a["curve_kappa"]
     ax.plot(kc, a["curve_smin"], color=cm, lw=1.8, label="MSE closed form, rows unweighted")
     ax.plot(kc, a["curve_smin_weighted"], color=cm, lw=1.2, ls="--", label="MSE closed form, rows × √π_s")
     ax.plot(a["mse_kappa"], a["mse_smin"], "o", mfc="none", mec="k", ms=7, label="MSE solver")
@@ -184,19 +196,27 @@ def plot(a, meta):
     ax.set(xscale="log", yscale="log", xlabel=f"κ_{m}", ylim=(0.1, 100),
            ylabel="smallest non-zero singular value of [h_s − h̄]_s",
            title="prototype spread (centred, π-weighted mean h̄)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7)
+    _legend_below(ax)
     log_ticks_note(ax, f"unweighted, over the family: MSE {a['curve_smin'].min():.2f}–{a['curve_smin'].max():.2f},"
                        f" PAL {a['pal_smin'].min():.2f}–{a['pal_smin'].max():.2f}\n"
                        f"× √π_s: log-log slope vs κ_{m}: MSE {_slope(kc, a['curve_smin_weighted']):.2f}, "
                        f"PAL {_slope(a['pal_kappa'], a['pal_smin_weighted']):.2f}", loc=(0.02, 0.8))
+
+
+def _title(a, meta):
+    cfg = meta["config"]
     gmax = max(np.max(a["mse_grad_norm"]), np.max(a["pal_grad_norm"]))
     cert = max(np.max(np.abs(a["mse_certificate"] - 1)), np.max(np.abs(a["pal_certificate"] - 1)))
-    fig.suptitle(
-        f"κ_m vs stability of the learned geometry: {meta['distributions']}; q from "
-        f"{a['curve_q'].min():.3f} (balanced) to {a['curve_q'].max():.4f}\n"
-        f"d = {cfg['dim']}, λW = λH = {cfg['lambda_w']:g}; κ_1 = {a['curve_kappa1'][0]:.4f} fixed, "
-        f"κ (all sets) {a['curve_kappa_all'].max():.3f} → {a['curve_kappa_all'].min():.3f}; "
-        f"solver ‖∇F‖ ≤ {gmax:.0e}, |ρ−1| ≤ {cert:.0e}; "
-        f"{certified_note(np.concatenate([a['mse_certified'], a['pal_certified']]))}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return (f"κ_m vs stability of the learned geometry: {meta['distributions']}; q from "
+            f"{a['curve_q'].min():.3f} (balanced) to {a['curve_q'].max():.4f}\n"
+            f"d = {cfg['dim']}, λW = λH = {cfg['lambda_w']:g}; κ_1 = {a['curve_kappa1'][0]:.4f} fixed, "
+            f"κ (all sets) {a['curve_kappa_all'].max():.3f} → {a['curve_kappa_all'].min():.3f}; "
+            f"solver ‖∇F‖ ≤ {gmax:.0e}, |ρ−1| ≤ {cert:.0e}; "
+            f"{certified_note(np.concatenate([a['mse_certified'], a['pal_certified']]))}")
+
+
+def plot(a, meta):
+    fig, axes = plt.subplots(1, 3, figsize=(14, 5.2))
+    for ax, panel in zip(axes, (_separation_panel, _shrinkage_panel, _spread_panel)):
+        panel(ax, a, meta["multiplicity"])
+    return finish(fig, _title(a, meta))

@@ -1,7 +1,7 @@
 """Figure `network_vs_ufm`: does a trained network land where the UFM says?
 
 For each real data set (emotions, yeast, scene: MULAN features shipped in
-`mlnc_jax/data/features`), loss and backbone width, an MLP is trained to its terminal phase
+`mlnc_jax/io/data/features`), loss and backbone width, an MLP is trained to its terminal phase
 on a fixed random training subset (`mlnc_jax.networks`, λ_θ = 0), and its last layer is
 compared with the certified reduced-UFM optimum of the empirical label distribution of the
 same subset (same λ_W, λ_H, d): label-set-mean Gram, W Wᵀ, logits, objective gap
@@ -21,9 +21,9 @@ import numpy as np
 
 from mlnc_jax import LabelDistribution, UFMConfig, solve_batch
 from mlnc_jax import networks as nw
-from mlnc_jax.synthesis import synthesis_report
+from mlnc_jax.measure.synthesis import synthesis_report
 
-from ._common import LOSS_COLORS, log_ticks_note
+from ._common import LOSS_COLORS, finish, gram_image, log_ticks_note
 
 NAME = "network_vs_ufm"
 
@@ -79,8 +79,8 @@ def _data(cfg: Config):
         idx = nw.subsample(Y, cfg.num_samples, cfg.seed)
         X, Y = X[idx], Y[idx]
         dist = LabelDistribution.from_label_matrix(Y)
-        out[ds] = dict(X=X, Y=Y, dist=dist, set_index=nw.sample_set_index(Y, dist),
-                       Xs=jnp.asarray(nw.standardize(X)), names=names, N_all=len(idx))
+        out[ds] = {"X": X, "Y": Y, "dist": dist, "set_index": nw.sample_set_index(Y, dist),
+                   "Xs": jnp.asarray(nw.standardize(X)), "names": names, "N_all": len(idx)}
     return out
 
 
@@ -122,6 +122,65 @@ def _run_case(cfg, d, ufm, loss, width, lambda_theta):
     return r, cmp, means, sec
 
 
+def _table_entry(r, c, means, sec, dist, ufm_syn) -> dict:
+    """One [dataset, loss, width] entry of every table."""
+    row = {name: getattr(c, name) for name in (
+        "net_objective", "means_objective", "ufm_objective", "gram_h_error",
+        "gram_h_error_scaled", "gram_h_error_weighted", "gram_w_error", "logit_error", "nc1",
+        "within_ratio")}
+    row.update(objective_gap=c.net_objective - c.ufm_objective, terminal=float(r.terminal),
+               lbfgs_steps=r.lbfgs_steps, seconds=sec,
+               synthesis_freefit_median=synthesis_report(means, dist).summary["freefit_median"],
+               ufm_synthesis_freefit_median=ufm_syn)
+    return row
+
+
+def _ufm_arrays(pre, u) -> dict:
+    return {f"{pre}_ufm_W": np.asarray(u.W), f"{pre}_ufm_H": np.asarray(u.H),
+            f"{pre}_ufm_b": np.asarray(u.b), f"{pre}_ufm_certificate": np.asarray(u.certificate)}
+
+
+def _width_cases(cfg, d, u, ds, loss, out):
+    """Train at every width against the UFM optimum `u`: the table entries per width and
+    one line per case."""
+    ufm_syn = synthesis_report(u.H, d["dist"]).summary["freefit_median"]
+    entries, cases = [], []
+    for width in cfg.widths:
+        r, c, means, sec = _run_case(cfg, d, u, loss, width, 0.0)
+        pre = f"{ds}_{loss}_w{width}"
+        _store_case(out, pre, r, means, d, cfg)
+        entries.append(_table_entry(r, c, means, sec, d["dist"], ufm_syn))
+        cases.append(f"{pre}: gram_h {c.gram_h_error:.3g}, gap "
+                     f"{c.net_objective - c.ufm_objective:.3g}, {sec:.1f} s")
+        _say(cases[-1])
+    return entries, cases
+
+
+def _weight_decay_case(cfg, data, sols, out) -> list:
+    """One weight-decayed backbone: λ_θ > 0 on the heatmap case at the widest width."""
+    ds, loss, width = cfg.heatmap_dataset, cfg.heatmap_loss, max(cfg.widths)
+    if ds not in data or loss not in cfg.losses:
+        return []
+    d, u = data[ds], sols[ds, loss]
+    r, c, means, _ = _run_case(cfg, d, u, loss, width, cfg.lambda_theta)
+    pre = f"theta_{ds}_{loss}_w{width}"
+    _store_case(out, pre, r, means, d, cfg)
+    for name in c._fields:
+        out[f"{pre}_{name}"] = np.asarray(getattr(c, name))
+    out[f"{pre}_lambda_theta"] = np.asarray(cfg.lambda_theta)
+    return [f"{pre} (λ_θ = {cfg.lambda_theta:g}): gram_h {c.gram_h_error:.3g}"]
+
+
+def _info(cfg, data, cert, cases) -> dict:
+    return {"datasets": list(cfg.datasets), "losses": list(cfg.losses),
+            "num_samples": {ds: int(data[ds]["N_all"]) for ds in cfg.datasets},
+            "num_sets": {ds: int(data[ds]["dist"].num_sets) for ds in cfg.datasets},
+            "singleton_sample_sets": {ds: int(np.sum(np.bincount(data[ds]["set_index"]) == 1))
+                                      for ds in cfg.datasets},
+            "ufm_certified": cert, "cases": cases, "seed": cfg.seed,
+            "tables_axes": ["dataset", "loss", "width"]}
+
+
 def compute(cfg: Config, progress=None):
     data = _data(cfg)
     t = time.perf_counter()
@@ -129,10 +188,9 @@ def compute(cfg: Config, progress=None):
     _say(f"UFM optima: {time.perf_counter() - t:.1f} s")
     shape = (len(cfg.datasets), len(cfg.losses), len(cfg.widths))
     tab = {k: np.full(shape, np.nan) for k in TABLES}
-    out, cert, info_cases = {}, {}, []
-    out["lambda_w"], out["lambda_h"] = np.asarray(cfg.lambda_w), np.asarray(cfg.lambda_h)
-    out["widths"] = np.asarray(cfg.widths)
-    out["trace_columns"] = np.asarray(TRACE_COLUMNS)
+    out = {"lambda_w": np.asarray(cfg.lambda_w), "lambda_h": np.asarray(cfg.lambda_h),
+           "widths": np.asarray(cfg.widths), "trace_columns": np.asarray(TRACE_COLUMNS)}
+    cert, cases = {}, []
     for i, ds in enumerate(cfg.datasets):
         d = data[ds]
         out[f"{ds}_label_sets"] = np.asarray(d["dist"].label_sets)
@@ -141,49 +199,15 @@ def compute(cfg: Config, progress=None):
         for j, loss in enumerate(cfg.losses):
             u = sols[ds, loss]
             cert[f"{ds}_{loss}"] = bool(u.certified)
-            pre = f"{ds}_{loss}"
-            out[f"{pre}_ufm_W"], out[f"{pre}_ufm_H"], out[f"{pre}_ufm_b"] = (
-                np.asarray(u.W), np.asarray(u.H), np.asarray(u.b))
-            out[f"{pre}_ufm_certificate"] = np.asarray(u.certificate)
-            ufm_syn = synthesis_report(u.H, d["dist"]).summary["freefit_median"]
-            for k, width in enumerate(cfg.widths):
-                r, c, means, sec = _run_case(cfg, d, u, loss, width, 0.0)
-                pre = f"{ds}_{loss}_w{width}"
-                _store_case(out, pre, r, means, d, cfg)
-                for name in ("net_objective", "means_objective", "ufm_objective", "gram_h_error",
-                             "gram_h_error_scaled", "gram_h_error_weighted", "gram_w_error",
-                             "logit_error", "nc1", "within_ratio"):
-                    tab[name][i, j, k] = getattr(c, name)
-                tab["objective_gap"][i, j, k] = c.net_objective - c.ufm_objective
-                tab["terminal"][i, j, k] = float(r.terminal)
-                tab["lbfgs_steps"][i, j, k] = r.lbfgs_steps
-                tab["seconds"][i, j, k] = sec
-                tab["synthesis_freefit_median"][i, j, k] = \
-                    synthesis_report(means, d["dist"]).summary["freefit_median"]
-                tab["ufm_synthesis_freefit_median"][i, j, k] = ufm_syn
-                info_cases.append(f"{pre}: gram_h {c.gram_h_error:.3g}, gap "
-                                  f"{c.net_objective - c.ufm_objective:.3g}, {sec:.1f} s")
-                _say(info_cases[-1])
+            out.update(_ufm_arrays(f"{ds}_{loss}", u))
+            entries, lines = _width_cases(cfg, d, u, ds, loss, out)
+            for k, entry in enumerate(entries):
+                for name, v in entry.items():
+                    tab[name][i, j, k] = v
+            cases += lines
     out.update(tab)
-    # one weight-decayed backbone: λ_θ > 0 on the heatmap case at the widest width
-    ds, loss, width = cfg.heatmap_dataset, cfg.heatmap_loss, max(cfg.widths)
-    if ds in data and loss in cfg.losses:
-        d, u = data[ds], sols[ds, loss]
-        r, c, means, sec = _run_case(cfg, d, u, loss, width, cfg.lambda_theta)
-        pre = f"theta_{ds}_{loss}_w{width}"
-        _store_case(out, pre, r, means, d, cfg)
-        for name in c._fields:
-            out[f"{pre}_{name}"] = np.asarray(getattr(c, name))
-        out[f"{pre}_lambda_theta"] = np.asarray(cfg.lambda_theta)
-        info_cases.append(f"{pre} (λ_θ = {cfg.lambda_theta:g}): gram_h {c.gram_h_error:.3g}")
-    info = {"datasets": list(cfg.datasets), "losses": list(cfg.losses),
-            "num_samples": {ds: int(data[ds]["N_all"]) for ds in cfg.datasets},
-            "num_sets": {ds: int(data[ds]["dist"].num_sets) for ds in cfg.datasets},
-            "singleton_sample_sets": {ds: int(np.sum(np.bincount(data[ds]["set_index"]) == 1))
-                                      for ds in cfg.datasets},
-            "ufm_certified": cert, "cases": info_cases, "seed": cfg.seed,
-            "tables_axes": ["dataset", "loss", "width"]}
-    return out, info
+    cases += _weight_decay_case(cfg, data, sols, out)
+    return out, _info(cfg, data, cert, cases)
 
 
 def _say(msg):
@@ -208,79 +232,96 @@ def _order(weights):
     return np.argsort(-np.asarray(weights), kind="stable")
 
 
-def plot(a, meta):
+def _width_panel(ax, a, meta, i, ds):
+    losses, widths = meta["losses"], a["widths"]
+    for j, loss in enumerate(losses):
+        c = LOSS_COLORS[loss]
+        ax.plot(widths, a["gram_h_error"][i, j], "o-", color=c, label=f"{loss}: μμᵀ vs H*H*ᵀ")
+        ax.plot(widths, a["gram_w_error"][i, j], "s--", color=c, ms=4, alpha=0.8,
+                label=f"{loss}: WWᵀ")
+    ax.set(xscale="log", yscale="log", xlabel="backbone width",
+           ylabel="relative error vs certified UFM optimum",
+           title=f"{ds} (N = {meta['num_samples'][ds]}, T = {meta['num_sets'][ds]} label sets)")
+    ax.set_xticks(widths, [str(w) for w in widths])
+    ax.set_xticks([], minor=True)
+    ax.axhline(0.05, color="0.5", lw=0.8, ls=":")
+    lo = np.nanmin([a["gram_h_error"][i], a["gram_w_error"][i]])
+    ax.set_ylim(bottom=lo / 30)                      # room for the note below the lines
+    gaps = ", ".join(f"{loss} {a['objective_gap'][i, j, -1]:.1e}"
+                     for j, loss in enumerate(losses))
+    log_ticks_note(ax, f"F_net − F*_UFM at width {int(widths.max())}: {gaps}\n(≥ 0 everywhere: "
+                       f"{'yes' if np.all(a['objective_gap'][i] >= -1e-9) else 'NO'})")
+
+
+def _trace_panel(ax, a, meta, i, ds):
+    cols, wmax = list(a["trace_columns"]), int(a["widths"].max())
+    for j, loss in enumerate(meta["losses"]):
+        pre = f"{ds}_{loss}_w{wmax}"
+        st, tr = a[f"{pre}_trace_step"], a[f"{pre}_trace"]
+        x = st + 1
+        ax.plot(x, tr[:, cols.index("gram_h_error")], "-", color=LOSS_COLORS[loss],
+                label=f"{loss}: μμᵀ error")
+        gap = tr[:, cols.index("objective_gap")] / abs(a["ufm_objective"][i, j, -1])
+        ax.plot(x, np.maximum(gap, 1e-16), ":", color=LOSS_COLORS[loss],
+                label=f"{loss}: (F_net − F*)/F*")
+        ph = a[f"{pre}_trace_phase"]
+        if np.any(ph == 1) and j == 0:
+            ax.axvline(x[np.argmax(ph == 1)], color="0.6", lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="step + 1 (Adam, then L-BFGS after the grey line)",
+           ylabel="error / relative gap", title=f"{ds}: training time, width {wmax}")
+
+
+def _heatmap_panels(a, meta):
+    """(Gram, title) per heatmap, rows by label-set weight: the UFM optimum, the network at
+    λθ = 0 and, where it ran, at λθ > 0; none without the heatmap case."""
     dss, losses = meta["datasets"], meta["losses"]
-    widths = a["widths"]
-    cols = list(a["trace_columns"])
-    wmax = int(widths.max())
+    ds, loss = meta["config"]["heatmap_dataset"], meta["config"]["heatmap_loss"]
+    if ds not in dss or loss not in losses:
+        return []
+    i, j, wmax = dss.index(ds), losses.index(loss), int(a["widths"].max())
+    order = _order(a[f"{ds}_weights"])
+    net = a[f"{ds}_{loss}_w{wmax}_net_means"][order]
+    ufm = a[f"{ds}_{loss}_ufm_H"][order]
+    panels = [(ufm @ ufm.T, (f"UFM optimum H*H*ᵀ ({loss}, certified: "
+                             f"{meta['ufm_certified'][f'{ds}_{loss}']})")),
+              (net @ net.T, (f"network μμᵀ, width {wmax}, λθ = 0\n"
+                             f"error {a['gram_h_error'][i, j, -1]:.2%}"))]
+    tpre = f"theta_{ds}_{loss}_w{wmax}"
+    if f"{tpre}_net_means" in a:
+        m = a[f"{tpre}_net_means"][order]
+        panels.append((m @ m.T, (f"network μμᵀ, width {wmax}, λθ = "
+                                 f"{float(a[f'{tpre}_lambda_theta']):g}\n"
+                                 f"error {float(a[f'{tpre}_gram_h_error']):.2%}")))
+    return panels
+
+
+def _heatmaps(fig, gs, panels):
+    vmax = np.abs(panels[0][0]).max()
+    for k, (G, title) in enumerate(panels):
+        ax = fig.add_subplot(gs[2, k])
+        im = gram_image(ax, G, vmax)
+        ax.set_title(title, fontsize=8)
+        ax.set_ylabel("label sets" if k == 0 else "")
+        ax.set_xlabel("label sets, most frequent first")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="Gram entry (colour scale of H*H*ᵀ)")
+
+
+def plot(a, meta):
+    dss = meta["datasets"]
     nd = len(dss)
     fig = plt.figure(figsize=(4.4 * max(nd, 3), 11.0))
     gs = fig.add_gridspec(3, max(nd, 3), height_ratios=[1, 1, 1.15])
     for i, ds in enumerate(dss):
         ax = fig.add_subplot(gs[0, i])
-        for j, loss in enumerate(losses):
-            c = LOSS_COLORS[loss]
-            ax.plot(widths, a["gram_h_error"][i, j], "o-", color=c, label=f"{loss}: μμᵀ vs H*H*ᵀ")
-            ax.plot(widths, a["gram_w_error"][i, j], "s--", color=c, ms=4, alpha=0.8,
-                    label=f"{loss}: WWᵀ")
-        ax.set(xscale="log", yscale="log", xlabel="backbone width",
-               ylabel="relative error vs certified UFM optimum",
-               title=f"{ds} (N = {meta['num_samples'][ds]}, T = {meta['num_sets'][ds]} label sets)")
-        ax.set_xticks(widths, [str(w) for w in widths])
-        ax.set_xticks([], minor=True)
-        ax.axhline(0.05, color="0.5", lw=0.8, ls=":")
-        lo = np.nanmin([a["gram_h_error"][i], a["gram_w_error"][i]])
-        ax.set_ylim(bottom=lo / 30)                      # room for the note below the lines
-        gaps = ", ".join(f"{loss} {a['objective_gap'][i, j, -1]:.1e}"
-                         for j, loss in enumerate(losses))
-        log_ticks_note(ax, f"F_net − F*_UFM at width {wmax}: {gaps}\n(≥ 0 everywhere: "
-                           f"{'yes' if np.all(a['objective_gap'][i] >= -1e-9) else 'NO'})")
+        _width_panel(ax, a, meta, i, ds)
         if i == nd - 1:
             ax.legend(fontsize=6.5, loc="upper right", ncol=1)
         ax = fig.add_subplot(gs[1, i])
-        for j, loss in enumerate(losses):
-            pre = f"{ds}_{loss}_w{wmax}"
-            st, tr = a[f"{pre}_trace_step"], a[f"{pre}_trace"]
-            x = st + 1
-            ax.plot(x, tr[:, cols.index("gram_h_error")], "-", color=LOSS_COLORS[loss],
-                    label=f"{loss}: μμᵀ error")
-            gap = tr[:, cols.index("objective_gap")] / abs(a["ufm_objective"][i, j, -1])
-            ax.plot(x, np.maximum(gap, 1e-16), ":", color=LOSS_COLORS[loss],
-                    label=f"{loss}: (F_net − F*)/F*")
-            ph = a[f"{pre}_trace_phase"]
-            if np.any(ph == 1) and j == 0:
-                ax.axvline(x[np.argmax(ph == 1)], color="0.6", lw=0.8)
-        ax.set(xscale="log", yscale="log", xlabel="step + 1 (Adam, then L-BFGS after the grey line)",
-               ylabel="error / relative gap", title=f"{ds}: training time, width {wmax}")
+        _trace_panel(ax, a, meta, i, ds)
         if i == 0:
             ax.legend(fontsize=6.5, loc="lower left")
-    # heatmaps
-    ds, loss = meta["config"]["heatmap_dataset"], meta["config"]["heatmap_loss"]
-    if ds in dss and loss in losses:
-        i, j = dss.index(ds), losses.index(loss)
-        order = _order(a[f"{ds}_weights"])
-        net = a[f"{ds}_{loss}_w{wmax}_net_means"][order]
-        ufm = a[f"{ds}_{loss}_ufm_H"][order]
-        panels = [(ufm @ ufm.T, f"UFM optimum H*H*ᵀ ({loss}, certified: "
-                                f"{meta['ufm_certified'][f'{ds}_{loss}']})"),
-                  (net @ net.T, f"network μμᵀ, width {wmax}, λθ = 0\n"
-                                f"error {a['gram_h_error'][i, j, -1]:.2%}")]
-        tpre = f"theta_{ds}_{loss}_w{wmax}"
-        if f"{tpre}_net_means" in a:
-            m = a[f"{tpre}_net_means"][order]
-            panels.append((m @ m.T, f"network μμᵀ, width {wmax}, λθ = "
-                                    f"{float(a[f'{tpre}_lambda_theta']):g}\n"
-                                    f"error {float(a[f'{tpre}_gram_h_error']):.2%}"))
-        vmax = np.abs(panels[0][0]).max()
-        for k, (G, title) in enumerate(panels):
-            ax = fig.add_subplot(gs[2, k])
-            im = ax.imshow(G, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-            ax.set_title(title, fontsize=8)
-            ax.set_ylabel("label sets" if k == 0 else "")
-            ax.set_xlabel("label sets, most frequent first")
-            ax.grid(False)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="Gram entry (colour scale of H*H*ᵀ)")
-    fig.suptitle("Trained MLPs against the certified UFM optimum of their training label "
-                 "distribution (same λW, λH, d)", fontsize=11)
-    fig.tight_layout()
-    return fig
+    panels = _heatmap_panels(a, meta)
+    if panels:
+        _heatmaps(fig, gs, panels)
+    return finish(fig, "Trained MLPs against the certified UFM optimum of their training label "
+                       "distribution (same λW, λH, d)", 11)

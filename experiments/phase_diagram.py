@@ -13,10 +13,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mlnc_jax import UFMConfig, collapse_threshold, mse_closed_form, random_correlated
-from mlnc_jax.real_labels import load_real
+from mlnc_jax.io.real_labels import load_real
 
-from ._common import (LOSS_COLORS, certified_note, log_ticks_note, not_certified, solve_grid,
-                      verdicts)
+from ._common import (
+    LOSS_COLORS,
+    certified_note,
+    finish,
+    log_ticks_note,
+    not_certified,
+    solve_grid,
+    verdicts,
+)
 
 NAME = "phase_diagram"
 
@@ -108,7 +115,5 @@ def plot(a, meta):
                title=name)
         ax.set_ylim(-0.3, max(eig.size, 1) + 0.5)
         ax.legend(loc="upper right", fontsize=7)
-    fig.suptitle("Phase diagram: active directions of W (grey lines: eigenvalues of the label covariance C)",
-                 fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, "Phase diagram: active directions of W (grey lines: eigenvalues of the label "
+                       "covariance C)")

@@ -2,11 +2,11 @@
 
 On a real label distribution (PASCAL VOC 2007 trainval; quick run: scene), PAL, d = K:
 the derivative of the certified optimum's weakest logit contrasts σ_1, σ_2
-(`mlnc_jax.geometry.contrast_separation`) and of the tag-wise averaging residual
-(root mean square over the pairs and larger sets, `mlnc_jax.implicit.tagwise_residuals`)
+(`mlnc_jax.measure.geometry.contrast_separation`) and of the tag-wise averaging residual
+(root mean square over the pairs and larger sets, `mlnc_jax.measure.metrics.tagwise_residuals`)
 with respect to every label set's weight, from one reverse pass through `mlnc_jax.optimum`
 (implicit differentiation), set against the derivative of the label spectrum's κ_m
-(`mlnc_jax.spectra.spectrum_arrays`) that a purely label-side account would predict.
+(`mlnc_jax.theory.spectra.spectrum_arrays`) that a purely label-side account would predict.
 
 All derivatives are log-elasticities `∂ log q / ∂ log w_s` (weights normalised, π = w/Σw): the
 relative change of q when set s becomes 1 % more frequent, in %. A few of them are checked
@@ -23,9 +23,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import mlnc_jax as mj
-from mlnc_jax.geometry import contrast_separation
-from mlnc_jax.implicit import tagwise_residuals
-from mlnc_jax.spectra import spectrum_arrays
+from mlnc_jax.measure.geometry import contrast_separation
+from mlnc_jax.measure.metrics import tagwise_residuals
+from mlnc_jax.theory.spectra import spectrum_arrays
+
+from ._common import finish, note
 
 NAME = "sensitivity"
 
@@ -112,37 +114,35 @@ def _compute(cfg: Config):
     return out, info
 
 
-def plot(a, meta):
+def _contrast_panel(ax, a, names, j, cmap):
+    """σ_m against κ_m elasticities (m = j + 1), one dot per label set; returns the dots."""
     el, elk, w, m = a["elasticity"], a["kappa_elasticity"], a["weights"], a["multiplicity"]
-    names = meta["set_names"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
-    cmap = plt.get_cmap("viridis")
-    for j, ax in enumerate(axes[:2]):
-        mm = j + 1
-        sc = ax.scatter(elk[j], el[j], c=m, cmap=cmap, s=12 + 400 * np.sqrt(w), alpha=0.8,
-                        edgecolors="k", linewidths=0.3, vmin=1, vmax=max(m.max(), 2))
-        lim = np.max(np.abs(np.concatenate([elk[j], el[j]]))) * 1.05
-        ax.plot([-lim, lim], [-lim, lim], color="0.6", lw=0.8, ls=":", label="σ elasticity = κ elasticity")
-        ax.axhline(0, color="0.8", lw=0.6)
-        ax.axvline(0, color="0.8", lw=0.6)
-        for s in np.argsort(-np.abs(el[j]))[:5]:
-            ax.annotate(names[s], (elk[j][s], el[j][s]), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
-        same = m == mm  # κ_m depends only on the sets of multiplicity m
-        c = np.corrcoef(elk[j][same], el[j][same])[0, 1]
-        agree = np.mean(np.sign(el[j][same]) == np.sign(elk[j][same]))
-        other = np.max(np.abs(el[j][~same])) if np.any(~same) else 0.0
-        ax.set(xlabel=f"∂ log κ_{mm} / ∂ log w_s  (label spectrum)",
-               ylabel=f"∂ log σ_{mm} / ∂ log w_s  (certified optimum, implicit)",
-               title=f"weakest logit contrast σ_{mm} = {a['values'][j]:.4g} vs κ_{mm} = {a['kappa'][j]:.4g}")
-        ax.text(0.02, 0.98, f"one dot per label set (size ∝ √π_s, colour = |S|)\n"
-                            f"sets with |S| = {mm}: corr = {c:.2f}, same sign {agree:.0%}\n"
-                            f"other sets: κ_{mm} elasticity 0, σ_{mm} up to {other:.2f}",
-                transform=ax.transAxes, va="top", fontsize=7,
-                bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.8", alpha=0.9))
-        ax.legend(loc="lower right", fontsize=7)
-    fig.colorbar(sc, ax=axes[1], label="|S|")
-    ax = axes[2]
+    mm = j + 1
+    sc = ax.scatter(elk[j], el[j], c=m, cmap=cmap, s=12 + 400 * np.sqrt(w), alpha=0.8,
+                    edgecolors="k", linewidths=0.3, vmin=1, vmax=max(m.max(), 2))
+    lim = np.max(np.abs(np.concatenate([elk[j], el[j]]))) * 1.05
+    ax.plot([-lim, lim], [-lim, lim], color="0.6", lw=0.8, ls=":", label="σ elasticity = κ elasticity")
+    ax.axhline(0, color="0.8", lw=0.6)
+    ax.axvline(0, color="0.8", lw=0.6)
+    for s in np.argsort(-np.abs(el[j]))[:5]:
+        ax.annotate(names[s], (elk[j][s], el[j][s]), fontsize=6, xytext=(3, 3),
+                    textcoords="offset points")
+    same = m == mm  # κ_m depends only on the sets of multiplicity m
+    c = np.corrcoef(elk[j][same], el[j][same])[0, 1]
+    agree = np.mean(np.sign(el[j][same]) == np.sign(elk[j][same]))
+    other = np.max(np.abs(el[j][~same])) if np.any(~same) else 0.0
+    ax.set(xlabel=f"∂ log κ_{mm} / ∂ log w_s  (label spectrum)",
+           ylabel=f"∂ log σ_{mm} / ∂ log w_s  (certified optimum, implicit)",
+           title=f"weakest logit contrast σ_{mm} = {a['values'][j]:.4g} vs κ_{mm} = {a['kappa'][j]:.4g}")
+    note(ax, f"one dot per label set (size ∝ √π_s, colour = |S|)\n"
+             f"sets with |S| = {mm}: corr = {c:.2f}, same sign {agree:.0%}\n"
+             f"other sets: κ_{mm} elasticity 0, σ_{mm} up to {other:.2f}", (0.02, 0.98), va="top")
+    ax.legend(loc="lower right", fontsize=7)
+    return sc
+
+
+def _residual_panel(ax, a, names, cmap):
+    el, w, m = a["elasticity"], a["weights"], a["multiplicity"]
     ax.scatter(w, el[2], c=m, cmap=cmap, s=14, edgecolors="k", linewidths=0.3,
                vmin=1, vmax=max(m.max(), 2))
     for s in np.argsort(-np.abs(el[2]))[:6]:
@@ -151,16 +151,20 @@ def plot(a, meta):
     ax.set(xscale="log", xlabel="label-set weight π_s",
            ylabel="∂ log R_tag / ∂ log w_s",
            title=f"tag-wise averaging residual R_tag = {a['values'][2]:.4g} (RMS over |S| ≥ 2)")
-    fe = a["fd_rel_error"]
-    ax.text(0.02, 0.02, f"check: central differences of certified solves on {len(a['fd_rows'])} sets:\n"
-                        f"max rel. error {np.max(fe):.1e} (σ_1, σ_2, R_tag)",
-            transform=ax.transAxes, fontsize=7,
-            bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.8", alpha=0.9))
+    note(ax, f"check: central differences of certified solves on {len(a['fd_rows'])} sets:\n"
+             f"max rel. error {np.max(a['fd_rel_error']):.1e} (σ_1, σ_2, R_tag)")
+
+
+def plot(a, meta):
+    names = meta["set_names"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
+    cmap = plt.get_cmap("viridis")
+    for j, ax in enumerate(axes[:2]):
+        sc = _contrast_panel(ax, a, names, j, cmap)
+    fig.colorbar(sc, ax=axes[1], label="|S|")
+    _residual_panel(axes[2], a, names, cmap)
     cfg = meta["config"]
-    fig.suptitle(f"Which label sets hold the geometry together: {meta['dataset']} (K = "
-                 f"{meta['num_classes']}, {meta['num_sets']} label sets), {cfg['loss']}, d = K, "
-                 f"λW = λH = {cfg['lambda_w']:g}; derivatives of the certified optimum "
-                 f"(ρ − 1 = {float(a['certificate']) - 1:.0e}) by implicit differentiation",
-                 fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, f"Which label sets hold the geometry together: {meta['dataset']} (K = "
+                       f"{meta['num_classes']}, {meta['num_sets']} label sets), {cfg['loss']}, d = K, "
+                       f"λW = λH = {cfg['lambda_w']:g}; derivatives of the certified optimum "
+                       f"(ρ − 1 = {float(a['certificate']) - 1:.0e}) by implicit differentiation")

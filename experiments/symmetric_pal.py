@@ -14,10 +14,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mlnc_jax import UFMConfig, balanced
-from mlnc_jax.symmetric_pal import symmetric_pal
+from mlnc_jax.theory.symmetric_pal import symmetric_pal
 
-from ._common import (LOSS_COLORS, certified_note, log_ticks_note, not_certified, solve_grid,
-                      verdicts)
+from ._common import (
+    LOSS_COLORS,
+    certified_note,
+    finish,
+    log_ticks_note,
+    not_certified,
+    solve_grid,
+    verdicts,
+)
 
 NAME = "symmetric_pal"
 MASS = {1: 0.5, 2: 0.3, 3: 0.2}
@@ -124,7 +131,5 @@ def plot(a, meta):
                title=f"{loss}: tag-wise averaging coefficients")
         ax.legend(loc="lower left", ncol=2, fontsize=7)
     cert = np.concatenate([a[f"{loss}_solver_certified"] for loss in ("pal", "pal_normalized")])
-    fig.suptitle(f"Symmetric setting of Li et al. (2024): {meta['distribution']}, d = {meta['config']['dim']}; "
-                 f"solver dots: {certified_note(cert)}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, f"Symmetric setting of Li et al. (2024): {meta['distribution']}, "
+                       f"d = {meta['config']['dim']}; solver dots: {certified_note(cert)}")

@@ -3,7 +3,7 @@ singleton prototypes as the singleton imbalance grows (THEORY §4, §6).
 
 For singleton-imbalanced distributions (`singleton_imbalance`, multiplicities {1, 2}, max/min
 singleton weight ratio 1 to 100) and each loss, the relative residual ‖h_S − ĥ_S‖/‖h_S‖ over
-the pairs S of three rules (`mlnc_jax.synthesis`): (a) tag-wise averaging, (b) the
+the pairs S of three rules (`mlnc_jax.measure.synthesis`): (a) tag-wise averaging, (b) the
 frequency-weighted rule of §4, exact for MSE, (c) the free fit of `h_S` on
 `{h_k : k∈S} ∪ {Σ_j p_j h_j}` (§6). K ≥ 6, so the free fit (3 columns) is not exact by
 dimension count (prototype rank ≥ K−1 = 5).
@@ -23,13 +23,13 @@ from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
-
+from matplotlib.lines import Line2D
 
 from mlnc_jax import UFMConfig
-from mlnc_jax.labels import LabelDistribution, singleton_imbalance
-from mlnc_jax.synthesis import synthesis_report
+from mlnc_jax.measure.synthesis import synthesis_report
+from mlnc_jax.model.labels import LabelDistribution, singleton_imbalance
 
-from ._common import certified_note, log_ticks_note, not_certified, solve_grid
+from ._common import certified_note, finish, log_ticks_note, not_certified, solve_grid
 
 NAME = "synthesis_vs_imbalance"
 LOSSES = ("pal", "pal_normalized", "mse", "bce")
@@ -137,55 +137,65 @@ def compute(cfg: Config, progress=None):
     return out, info
 
 
-def plot(a, meta):
-    cfg = meta["config"]
+def _loss_panel(ax, a, loss, gen, sym):
     ratio = a["ratio"]
-    sym = a["member_symmetric"].astype(bool)
-    gen = ~sym
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
-    for ax, loss in zip(axes.ravel(), LOSSES):
-        for rule in RULES:
-            col = RULE_COLORS[rule]
-            med = np.maximum(a[f"{loss}_{rule}_median"], FLOOR)
-            mx = np.maximum(a[f"{loss}_{rule}_max"], FLOOR)
-            ax.fill_between(ratio, np.nanmin(med[gen], 0), np.nanmax(med[gen], 0), color=col,
-                            alpha=0.18, lw=0)
-            ax.plot(ratio, np.nanmedian(med[gen], 0), color=col, lw=1.8, marker="o", ms=3,
-                    label=RULE_LABELS[rule])
-            ax.plot(ratio, np.nanmax(mx[gen], 0), color=col, lw=1.0, ls="--")
-        ax.plot(ratio, np.nanmax(np.maximum(a[f"{loss}_freefit_max"][sym], FLOOR), 0), "x",
-                color="k", ms=5, label="(c) on plain step imbalance (uniform pairs): worst pair")
-        ax.set(xscale="log", yscale="log", ylim=(FLOOR / 2, 3),
-               title=f"{loss}", ylabel="relative residual ‖h_S − ĥ_S‖ / ‖h_S‖")
-        if ax in axes[1]:
-            ax.set_xlabel("singleton imbalance ratio  max_k π({k}) / min_k π({k})")
-        j = -1  # the largest ratio
-        md = lambda rule: np.nanmedian(a[f"{loss}_{rule}_median"][gen, j])
-        wc = lambda rule: np.nanmax(a[f"{loss}_{rule}_max"][gen, j])
-        sym_ff = np.nanmax(a[f"{loss}_freefit_max"][sym])
-        log_ticks_note(ax, f"ratio {ratio[j]:g}, median (worst pair):\n"
-                           f"  tag-wise {md('tagwise'):.1e} ({wc('tagwise'):.1e})\n"
-                           f"  freq. rule {md('frequency_rule'):.1e} ({wc('frequency_rule'):.1e})\n"
-                           f"  free fit {md('freefit'):.1e} ({wc('freefit'):.1e})\n"
-                           f"plain step, all ratios: free fit ≤ {sym_ff:.1e}",
-                       loc=(0.02, 0.03))
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    from matplotlib.lines import Line2D
+    for rule in RULES:
+        col = RULE_COLORS[rule]
+        med = np.maximum(a[f"{loss}_{rule}_median"], FLOOR)
+        mx = np.maximum(a[f"{loss}_{rule}_max"], FLOOR)
+        ax.fill_between(ratio, np.nanmin(med[gen], 0), np.nanmax(med[gen], 0), color=col,
+                        alpha=0.18, lw=0)
+        ax.plot(ratio, np.nanmedian(med[gen], 0), color=col, lw=1.8, marker="o", ms=3,
+                label=RULE_LABELS[rule])
+        ax.plot(ratio, np.nanmax(mx[gen], 0), color=col, lw=1.0, ls="--")
+    ax.plot(ratio, np.nanmax(np.maximum(a[f"{loss}_freefit_max"][sym], FLOOR), 0), "x",
+            color="k", ms=5, label="(c) on plain step imbalance (uniform pairs): worst pair")
+    ax.set(xscale="log", yscale="log", ylim=(FLOOR / 2, 3),
+           title=f"{loss}", ylabel="relative residual ‖h_S − ĥ_S‖ / ‖h_S‖")
+
+
+def _largest_ratio_note(ax, a, loss, gen, sym):
+    j = -1
+    md = {rule: np.nanmedian(a[f"{loss}_{rule}_median"][gen, j]) for rule in RULES}
+    wc = {rule: np.nanmax(a[f"{loss}_{rule}_max"][gen, j]) for rule in RULES}
+    sym_ff = np.nanmax(a[f"{loss}_freefit_max"][sym])
+    log_ticks_note(ax, f"ratio {a['ratio'][j]:g}, median (worst pair):\n"
+                       f"  tag-wise {md['tagwise']:.1e} ({wc['tagwise']:.1e})\n"
+                       f"  freq. rule {md['frequency_rule']:.1e} ({wc['frequency_rule']:.1e})\n"
+                       f"  free fit {md['freefit']:.1e} ({wc['freefit']:.1e})\n"
+                       f"plain step, all ratios: free fit ≤ {sym_ff:.1e}",
+                   loc=(0.02, 0.03))
+
+
+def _legend(fig, ax):
+    """The rules' colours from `ax`, and what solid and dashed lines stand for."""
+    handles, labels = ax.get_legend_handles_labels()
     handles += [Line2D([], [], color="0.3", lw=1.8), Line2D([], [], color="0.3", lw=1.0, ls="--")]
     labels += ["median over family (band: min–max of per-distribution medians)",
                "worst pair over family"]
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+
+
+def _title(a, cfg, n_gen):
     gmax = max(np.nanmax(a[f"{loss}_grad_norm"]) for loss in LOSSES)
     rho = max(np.nanmax(np.abs(a[f"{loss}_certificate"] - 1)) for loss in LOSSES)
-    n_gen = int(gen.sum())
     cert = np.concatenate([a[f"{loss}_certified"].ravel() for loss in LOSSES])
     Ks = ", ".join(str(k) for k in cfg["num_classes"])
-    fig.suptitle(
-        f"Synthesis of pair prototypes from singleton prototypes vs singleton imbalance\n"
-        f"K ∈ {{{Ks}}}, |S| ∈ {{1, 2}}, π(1) = {cfg['singleton_mass']:g}, d = K + {cfg['extra_dim']}, "
-        f"λW = λH = {cfg['lambda_w']:g}; family per ratio: {n_gen} distributions (step / exponential "
-        f"imbalance, pair weights × exp({cfg['perturbation']:g}·N(0,1)) or not)\n"
-        f"all solves ‖∇F‖ ≤ {gmax:.0e}, |ρ−1| ≤ {rho:.0e}; {certified_note(cert)}",
-        fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return fig
+    return (f"Synthesis of pair prototypes from singleton prototypes vs singleton imbalance\n"
+            f"K ∈ {{{Ks}}}, |S| ∈ {{1, 2}}, π(1) = {cfg['singleton_mass']:g}, d = K + {cfg['extra_dim']}, "
+            f"λW = λH = {cfg['lambda_w']:g}; family per ratio: {n_gen} distributions (step / exponential "
+            f"imbalance, pair weights × exp({cfg['perturbation']:g}·N(0,1)) or not)\n"
+            f"all solves ‖∇F‖ ≤ {gmax:.0e}, |ρ−1| ≤ {rho:.0e}; {certified_note(cert)}")
+
+
+def plot(a, meta):
+    sym = a["member_symmetric"].astype(bool)
+    gen = ~sym
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
+    for ax, loss in zip(axes.ravel(), LOSSES):
+        _loss_panel(ax, a, loss, gen, sym)
+        if ax in axes[1]:
+            ax.set_xlabel("singleton imbalance ratio  max_k π({k}) / min_k π({k})")
+        _largest_ratio_note(ax, a, loss, gen, sym)
+    _legend(fig, axes[0, 0])
+    return finish(fig, _title(a, meta["config"], int(gen.sum())), rect=(0, 0.06, 1, 1))

@@ -5,29 +5,80 @@ certificate of §3. Solves run in float64 inside a scoped `jax.enable_x64`; impo
 calling the package leaves the caller's JAX configuration as it was.
 """
 
-from .certificate import certificate, collapse_threshold, gradient_matrix
-from .closed_forms import ClosedForm, closed_form, mse_closed_form
-from .errors import CollectiveTimeoutError, InputError, NotCertifiedError, RankChangeError, SolverDivergedError
-from .labels import (LabelDistribution, balanced, random_correlated, sample_labels,
-                     singleton_imbalance)
-from .losses import LOSSES, Loss, bce, get_loss, mse, pal, pal_normalized
-from .flow import FlowTrace, estimate_step_size, gradient_flow, gradient_flow_batch
-from .solver import (STATUSES, BatchGrid, BatchSolveResult, ConvergenceWarning, SolveResult,
-                    batch_grid, solve, solve_batch)
-from .ufm import UFMConfig, UFMParams, init_params, logits, objective, per_sample_objective
-from .compare import Comparison, compare, procrustes, relative_error
-from .spectra import (LabelSpectrum, SpectrumArrays, contrast_basis, format_spectrum_table,
-                      label_spectrum, spectrum_arrays, spectrum_to_json)
-from .symmetric_pal import SymmetricPAL, is_symmetric, symmetric_pal, symmetric_pal_closed_form
-from .synthesis import SynthesisReport, synthesis_report
-from .geometry import (GeometryStability, centred_singular_values, contrast_separation,
-                       geometry_stability)
-from .metrics import (NCMetrics, nc1, nc2_classifier, nc2_features, nc3, nc_metrics,
-                      tagwise_angles)
-from .implicit import Optimum, optimum, simplex_etf_distance, tagwise_residuals
-from .real_labels import available as real_label_tables, load_real, real_metadata
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
+from .engine.batch import solve_batch
+from .engine.certificate import certificate, gradient_matrix
+from .engine.flow import (
+                           FlowTrace,
+                           estimate_step_size,
+                           gradient_flow,
+                           gradient_flow_batch,
+)
+from .engine.implicit import Optimum, optimum
+from .engine.requests import BatchGrid, batch_grid
+from .engine.result import STATUSES, BatchSolveResult, ConvergenceWarning, SolveResult
+from .engine.solve import solve
+from .io.real_labels import available as real_label_tables
+from .io.real_labels import load_real, real_metadata
+from .measure.compare import Comparison, compare, procrustes, relative_error
+from .measure.geometry import (
+                           GeometryStability,
+                           centred_singular_values,
+                           contrast_separation,
+                           geometry_stability,
+)
+from .measure.metrics import (
+                           NCMetrics,
+                           nc1,
+                           nc2_classifier,
+                           nc2_features,
+                           nc3,
+                           nc_metrics,
+                           simplex_etf_distance,
+                           tagwise_angles,
+                           tagwise_residuals,
+)
+from .measure.synthesis import SynthesisReport, synthesis_report
+from .model.errors import (
+                           CollectiveTimeoutError,
+                           InputError,
+                           NotCertifiedError,
+                           RankChangeError,
+                           SolverDivergedError,
+)
+from .model.labels import (
+                           LabelDistribution,
+                           balanced,
+                           random_correlated,
+                           sample_labels,
+                           singleton_imbalance,
+)
+from .model.losses import LOSSES, Loss, bce, get_loss, mse, pal, pal_normalized
+from .model.ufm import (
+                           UFMConfig,
+                           UFMParams,
+                           init_params,
+                           logits,
+                           objective,
+                           per_sample_objective,
+)
+from .theory.closed_forms import ClosedForm, closed_form, mse_closed_form
+from .theory.spectra import (
+                           LabelSpectrum,
+                           SpectrumArrays,
+                           contrast_basis,
+                           format_spectrum_table,
+                           label_spectrum,
+                           spectrum_arrays,
+                           spectrum_to_json,
+)
+from .theory.symmetric_pal import (
+                           SymmetricPAL,
+                           is_symmetric,
+                           symmetric_pal,
+                           symmetric_pal_closed_form,
+)
+from .theory.thresholds import collapse_threshold
 
 __all__ = [
     "BatchGrid", "BatchSolveResult", "ConvergenceWarning", "batch_grid", "solve_batch",

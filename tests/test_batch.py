@@ -7,15 +7,16 @@ import subprocess
 import sys
 import textwrap
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import mlnc_jax as mj
-from mlnc_jax import placement
-from mlnc_jax.solver import BatchSolveResult, ConvergenceWarning, batch_grid, solve_batch
-from mlnc_jax.errors import InputError
+from mlnc_jax.engine import placement
+from mlnc_jax.engine.result import BatchSolveResult, ConvergenceWarning
+from mlnc_jax.engine.requests import batch_grid
+from mlnc_jax.engine.batch import solve_batch
+from mlnc_jax.model.errors import InputError
 
 CFG = mj.UFMConfig("pal", 3, 0.01, 0.01)
 
@@ -186,7 +187,7 @@ _SHARDED = textwrap.dedent("""
     import json
     import jax, numpy as np
     import mlnc_jax as mj
-    from mlnc_jax.solver import solve_batch
+    from mlnc_jax.engine.batch import solve_batch
     cfg = mj.UFMConfig("pal", 2, 0.02, 0.01)
     dists = [mj.random_correlated(3, s, max_multiplicity=2) for s in range(4)]
     dists.append(mj.random_correlated(3, 9, max_multiplicity=1))
@@ -315,7 +316,7 @@ def test_a_collective_that_never_completes_fails_with_one_line_instead_of_hangin
         assert out.returncode == 0 and last == "finished certified", out.stderr[-2000:]
     d = mj.random_correlated(20, 3, max_multiplicity=3)
     d.save(tmp_path / "d.json")
-    cli = subprocess.run([sys.executable, "-m", "mlnc_jax.cli", "solve", "--labels", "d.json",
+    cli = subprocess.run([sys.executable, "-m", "mlnc_jax.app.cli", "solve", "--labels", "d.json",
                           "--loss", "pal", "--dim", "20", "--lambda-w", "5e-3", "--lambda-h",
                           "5e-3", "--tol", "1e-10", "--no-progress", "--out", "r.npz"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)

@@ -10,13 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlnc_jax import labels as L
-from mlnc_jax import losses
-from mlnc_jax.closed_forms import closed_form
-from mlnc_jax.ufm import UFMConfig, UFMParams, objective
+from mlnc_jax.model import labels as L
+from mlnc_jax.model import losses
+from mlnc_jax.theory.closed_forms import closed_form
+from mlnc_jax.model.ufm import UFMConfig, UFMParams, objective
 
 # the package namespace re-exports the function `certificate`, shadowing the submodule
-C = importlib.import_module("mlnc_jax.certificate")
+C = importlib.import_module("mlnc_jax.engine.certificate")
+T = importlib.import_module("mlnc_jax.theory.thresholds")
 
 LW, LH = 3e-3, 2e-2
 DIM = 8
@@ -159,26 +160,26 @@ def _collapse_gradients_by_hand(dist, loss):
 def test_optimal_collapse_bias_and_gradients(loss):
     dist = dist6(padded=False)
     cfg = UFMConfig(loss, DIM, LW, LH)
-    b0 = C.optimal_collapse_bias(dist, cfg)
+    b0 = T.optimal_collapse_bias(dist, cfg)
     Y, w = arrays(dist)
     f = losses.LOSSES[loss]
     g0 = np.asarray(jax.vmap(jax.grad(f), (None, 0))(jnp.asarray(b0), Y))
     # b₀ minimises b ↦ Σ π ℓ(b, y): the weighted gradient vanishes
     assert np.max(np.abs(np.asarray(w) @ g0)) <= 1e-13
-    np.testing.assert_allclose(C.collapse_gradients(dist, loss), g0, atol=1e-13)
-    np.testing.assert_allclose(C.collapse_gradients(dist, loss),
+    np.testing.assert_allclose(T.collapse_gradients(dist, loss), g0, atol=1e-13)
+    np.testing.assert_allclose(T.collapse_gradients(dist, loss),
                                _collapse_gradients_by_hand(dist, loss), atol=1e-13)
     S = (g0 * np.asarray(w)[:, None]).T @ g0
-    assert C.collapse_threshold(dist, loss) == pytest.approx(np.linalg.eigvalsh(S)[-1], rel=1e-12)
+    assert T.collapse_threshold(dist, loss) == pytest.approx(np.linalg.eigvalsh(S)[-1], rel=1e-12)
     if loss in ("mse", "bce"):  # THEORY §3: the matrix is C
         p = dist.class_frequencies
         Cm = (np.asarray(Y) * np.asarray(w)[:, None]).T @ np.asarray(Y) - np.outer(p, p)
-        assert C.collapse_threshold(dist, loss) == pytest.approx(np.linalg.eigvalsh(Cm)[-1],
+        assert T.collapse_threshold(dist, loss) == pytest.approx(np.linalg.eigvalsh(Cm)[-1],
                                                                  rel=1e-12)
 
 
 def _collapse_config(dist, loss, factor):
-    thr = C.collapse_threshold(dist, loss)
+    thr = T.collapse_threshold(dist, loss)
     t = math.sqrt(factor * thr)  # λ_W λ_H = factor × threshold, λ_W/λ_H = 4
     return UFMConfig(loss, DIM, 2.0 * t, t / 2.0), thr
 
@@ -196,7 +197,7 @@ def test_collapse_above_threshold(solve_cached, loss):
     # at W = 0, H = 0 the gradient matrix is the collapse one: ρ = √(thr / λ_Wλ_H)
     assert rho == pytest.approx(1 / math.sqrt(1.1), abs=1e-6)
     # the collapsed objective is Σ π ℓ(b₀, y)
-    b0 = C.optimal_collapse_bias(dist, cfg)
+    b0 = T.optimal_collapse_bias(dist, cfg)
     Y, w = arrays(dist)
     f = jax.vmap(losses.LOSSES[loss], (None, 0))
     F0 = float(jnp.sum(w * f(jnp.asarray(b0), Y)))
@@ -215,7 +216,7 @@ def test_no_collapse_below_threshold(solve_cached, loss):
     assert bool(res.converged)
     assert float(np.linalg.norm(res.W)) > 1e-2
     assert abs(float(res.certificate) - 1.0) <= 1e-6
-    b0 = C.optimal_collapse_bias(dist, cfg)
+    b0 = T.optimal_collapse_bias(dist, cfg)
     Y, w = arrays(dist)
     f = jax.vmap(losses.LOSSES[loss], (None, 0))
     F0 = float(jnp.sum(w * f(jnp.asarray(b0), Y)))
@@ -244,5 +245,5 @@ def test_certificate_ignores_padding_rows(loss):
     # NaN·√0 stayed NaN and made ρ NaN on every padded distribution
     assert np.isfinite(r)
     assert rp == pytest.approx(r, rel=1e-12)
-    assert C.collapse_threshold(dp, loss) == pytest.approx(C.collapse_threshold(d, loss),
+    assert T.collapse_threshold(dp, loss) == pytest.approx(T.collapse_threshold(d, loss),
                                                            rel=1e-12)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlnc_jax.cli import main
+from mlnc_jax.app.cli import main
 
 DIST = {"num_classes": 4, "label_sets": [[0], [1], [2], [3], [0, 1], [2, 3], [1, 2]],
         "weights": [40, 30, 10, 5, 10, 5, 3]}

@@ -14,7 +14,7 @@ PROBLEM = ["--loss", "pal", "--dim", "4", "--lambda-w", "5e-3", "--lambda-h", "5
 
 def _cli(args, cwd):
     env = dict(os.environ, JAX_PLATFORMS="cpu", MLNC_CACHE_DIR="off")
-    return subprocess.run([sys.executable, "-m", "mlnc_jax.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "mlnc_jax.app.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -85,7 +85,7 @@ def test_sweep_out_may_not_hold_its_config_under_a_name_it_writes(folder):
 def test_compile_cache_is_written_and_reused(folder):
     """A second identical command loads its programs from the per-user cache folder."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", MLNC_CACHE_DIR=str(folder / "cache"))
-    run = lambda: subprocess.run([sys.executable, "-m", "mlnc_jax.cli", "solve", "--labels",
+    run = lambda: subprocess.run([sys.executable, "-m", "mlnc_jax.app.cli", "solve", "--labels",
                                   "d.json", *PROBLEM, "--out", "r.npz", "--no-progress"],
                                  cwd=folder, env=env, capture_output=True, text=True, timeout=120)
     first = run()

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import mlnc_jax as mj
-from mlnc_jax.errors import InputError
-from mlnc_jax.losses import LOSSES, Loss
+from mlnc_jax.model.errors import InputError
+from mlnc_jax.model.losses import LOSSES, Loss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

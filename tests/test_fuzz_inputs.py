@@ -13,11 +13,11 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-from mlnc_jax import schema  # noqa: E402
-from mlnc_jax import sweep as sw  # noqa: E402
-from mlnc_jax.errors import InputError  # noqa: E402
-from mlnc_jax.labels import LabelDistribution  # noqa: E402
-from mlnc_jax.real_labels import load_labels  # noqa: E402
+from mlnc_jax.io import schema
+from mlnc_jax.app import sweep as sw
+from mlnc_jax.model.errors import InputError
+from mlnc_jax.model.labels import LabelDistribution
+from mlnc_jax.io.real_labels import load_labels
 
 N = int(os.environ.get("MLNC_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=N, deadline=None, derandomize="MLNC_FUZZ_EXAMPLES" not in os.environ,
@@ -185,7 +185,7 @@ def test_valid_sweep_configs_expand_to_the_reference(K, seeds, lam, chunk):
     cfg = {"distributions": [{"generator": "random_correlated", "num_classes": K, "seed": seeds}],
            "losses": ["mse", "pal"], "dim": 2, "lambda_w": lam, "lambda_h": lam, "chunk_size": chunk}
     m = sw.expand_sweep(cfg)
-    from mlnc_jax.labels import random_correlated
+    from mlnc_jax.model.labels import random_correlated
 
     assert len(m["problems"]) == 2 * len(seeds)
     for s, dd in zip(seeds, m["distributions"]):

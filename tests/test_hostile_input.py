@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlnc_jax.cli import main
+from mlnc_jax.app.cli import main
 
 A = ["--loss", "mse", "--dim", "3", "--lambda-w", "1e-3", "--lambda-h", "1e-3"]
 DIST = {"num_classes": 4, "label_sets": [[0], [1], [2], [3], [0, 1], [2, 3], [1, 2]],
@@ -114,7 +114,7 @@ def test_unwritable_out_is_refused_before_compute(capsys):
 
 
 def test_write_failure_after_compute_keeps_the_result(tmp_path, capsys, monkeypatch):
-    from mlnc_jax import results_io
+    from mlnc_jax.io import results as results_io
 
     real = results_io.write_npz_atomic
     out = tmp_path / "cf.npz"

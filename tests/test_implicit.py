@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mlnc_jax as mj
-from mlnc_jax.implicit import tagwise_residuals
+from mlnc_jax.measure.metrics import tagwise_residuals
 
 LAM = 5e-3
 TOL = 1e-12

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlnc_jax import sweep as sw
-from mlnc_jax.cli import main
+from mlnc_jax.app import sweep as sw
+from mlnc_jax.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
@@ -25,7 +25,7 @@ ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
 # restores Python's Ctrl-C handler first (in the child: a preexec_fn would run Python code
 # between fork and exec of this multithreaded process).
 _SIGINT = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-CLI = [sys.executable, "-c", _SIGINT + "from mlnc_jax.cli import console_main; console_main()"]
+CLI = [sys.executable, "-c", _SIGINT + "from mlnc_jax.app.cli import console_main; console_main()"]
 EXPERIMENTS = [sys.executable, "-c", _SIGINT + "import runpy, sys; sys.argv[0] = 'experiments'; "
                "runpy.run_module('experiments', run_name='__main__')"]
 
@@ -149,7 +149,7 @@ class _SignalsInFinalizer:
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_interrupt_swallowed_by_a_finalizer_is_raised_at_the_next_check():
-    from mlnc_jax import interrupts
+    from mlnc_jax.engine import interrupts
 
     # as in the subprocesses above: a background run starts with SIGINT ignored
     before = signal.signal(signal.SIGINT, signal.default_int_handler)

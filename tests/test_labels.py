@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from mlnc_jax import labels as L
-from mlnc_jax.errors import InputError
-from mlnc_jax.labels import LabelDistribution
+from mlnc_jax.model import labels as L
+from mlnc_jax.model.errors import InputError
+from mlnc_jax.model.labels import LabelDistribution
 
 
 # -- from_sets -----------------------------------------------------------------------------

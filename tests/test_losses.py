@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlnc_jax import labels as L
-from mlnc_jax import losses, ufm
-from mlnc_jax.errors import InputError
+from mlnc_jax.model import labels as L
+from mlnc_jax.model import losses, ufm
+from mlnc_jax.model.errors import InputError
 
 jax.config.update("jax_enable_x64", True)
 

@@ -1,5 +1,5 @@
 """The large-label-space path of the engine: the matrix-free Newton direction
-(`mlnc_jax.matrix_free`), the flop/memory switch between the two paths, and the progress
+(`mlnc_jax.engine.matrix_free`), the flop/memory switch between the two paths, and the progress
 bar of a single long solve."""
 
 import re
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import mlnc_jax as mj
-from mlnc_jax import schema
-from mlnc_jax.errors import InputError
-from mlnc_jax.losses import LOSSES, Loss
-from mlnc_jax.newton import choose_method, step_flops
+from mlnc_jax.io import schema
+from mlnc_jax.model.errors import InputError
+from mlnc_jax.model.losses import LOSSES, Loss
+from mlnc_jax.engine.newton import choose_method, step_flops
 
 
 def _logits(r, loss):

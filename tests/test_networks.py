@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlnc_jax import LOSSES, LabelDistribution, UFMConfig, UFMParams, solve
+from mlnc_jax import LOSSES, LabelDistribution, UFMParams, solve
 from mlnc_jax import networks as nw
-from mlnc_jax.errors import InputError
-from mlnc_jax.ufm import per_sample_objective
+from mlnc_jax.networks import training as nwt
+from mlnc_jax.model.errors import InputError
+from mlnc_jax.model.ufm import per_sample_objective
 
 jax.config.update("jax_enable_x64", True)
 
@@ -52,7 +53,7 @@ def test_objective_is_the_per_sample_ufm_objective_plus_weight_penalty(loss):
     ufm = float(per_sample_objective(UFMParams(p.W, H, p.b), Yj, tc.ufm_config(mlp.dim)))
     assert got - 0.5 * tc.lambda_theta * theta == pytest.approx(ufm, rel=1e-12)
     # the compiled objective (traced loss index and λ's) is the same function
-    assert float(nw._value(p, Xs, Yj, mlp, nw._dyn(tc))) == pytest.approx(got, rel=1e-12)
+    assert float(nwt._value(p, Xs, Yj, mlp, nwt._dyn(tc))) == pytest.approx(got, rel=1e-12)
 
 
 def test_gradient_of_training_objective_matches_finite_differences():
@@ -61,7 +62,7 @@ def test_gradient_of_training_objective_matches_finite_differences():
     tc = nw.TrainConfig("bce", 5e-3, 5e-3, lambda_theta=1e-3)
     p = _params(jax.random.PRNGKey(2), X.shape[1], Y.shape[1], mlp)
     Xs, Yj = jnp.asarray(nw.standardize(X)), jnp.asarray(Y, jnp.float64)
-    f = lambda q: nw._objective(q, Xs, Yj, mlp, nw._dyn(tc))
+    f = lambda q: nwt._objective(q, Xs, Yj, mlp, nwt._dyn(tc))
     g = jax.grad(f)(p)
     leaves, tree = jax.tree_util.tree_flatten(p)
     keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
@@ -135,7 +136,7 @@ def test_end_to_end_lower_bound_and_approach_to_the_ufm():
 
 
 def test_shipped_features_match_their_sources():
-    src = json.loads(resources.files("mlnc_jax.data").joinpath("features", "SOURCES.json")
+    src = json.loads(resources.files("mlnc_jax.io.data").joinpath("features", "SOURCES.json")
                      .read_text())["datasets"]
     assert nw.feature_datasets() == sorted(src)
     for name, s in src.items():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlnc_jax import LabelDistribution
-from mlnc_jax.real_labels import available, load_real, real_metadata
+from mlnc_jax.io.real_labels import available, load_real, real_metadata
 
 SHARED = [Path(__file__).resolve().parents[2] / "shared" / "data" / "real-labels",
           Path(__file__).resolve().parents[1] / "shared" / "data" / "real-labels"]
@@ -46,7 +46,7 @@ def test_tables_match_label_matrices(name):
 def test_large_tables_match_their_label_matrices(name, K):
     import json
 
-    from mlnc_jax.real_labels import load_labels
+    from mlnc_jax.io.real_labels import load_labels
 
     d = load_real(name)
     meta = real_metadata(name)
@@ -67,6 +67,6 @@ def test_large_tables_match_their_label_matrices(name, K):
 def test_shipped_tables_stay_small():
     from importlib import resources
 
-    for p in resources.files("mlnc_jax.data").iterdir():
+    for p in resources.files("mlnc_jax.io.data").iterdir():
         if p.name.endswith((".json", ".json.gz")):
             assert len(p.read_bytes()) <= 2 * 2**20, p.name

@@ -8,10 +8,10 @@ import warnings
 import numpy as np
 import pytest
 
-from mlnc_jax import schema
-from mlnc_jax.errors import InputError
-from mlnc_jax.labels import LabelDistribution
-from mlnc_jax.real_labels import load_labels
+from mlnc_jax.io import schema
+from mlnc_jax.model.errors import InputError
+from mlnc_jax.model.labels import LabelDistribution
+from mlnc_jax.io.real_labels import load_labels
 
 OK = {"num_classes": 4, "label_sets": [[0], [1], [2, 3]], "weights": [40, 30, 30]}
 
@@ -106,7 +106,7 @@ def test_tol():
 
 
 def test_memory_estimate_refuses_with_the_estimate(monkeypatch):
-    from mlnc_jax.spectra import label_spectrum
+    from mlnc_jax.theory.spectra import label_spectrum
 
     d = LabelDistribution.from_sets([[0], [1]], [1, 1], 10**7)  # [2, 1e7]: 640 MB, fine
     with pytest.raises(InputError, match=r"label spectrum of K = 10000000 .* about \d.*[ZEP]iB"):
@@ -153,8 +153,8 @@ def test_deep_or_huge_json_is_an_input_error(tmp_path):
 
 def test_empty_only_distribution_is_refused_where_degenerate():
     from mlnc_jax import UFMConfig
-    from mlnc_jax.closed_forms import closed_form
-    from mlnc_jax.spectra import label_spectrum
+    from mlnc_jax.theory.closed_forms import closed_form
+    from mlnc_jax.theory.spectra import label_spectrum
 
     d = LabelDistribution.from_label_matrix(np.zeros((4, 3), dtype=np.uint8))
     with pytest.raises(InputError, match="only the empty label set"):

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 import mlnc_jax as mj
-from mlnc_jax.certificate import collapse_threshold
-from mlnc_jax.errors import InputError
-from mlnc_jax.labels import LabelDistribution, balanced, random_correlated, singleton_imbalance
+from mlnc_jax.theory.thresholds import collapse_threshold
+from mlnc_jax.model.errors import InputError
+from mlnc_jax.model.labels import (LabelDistribution, balanced, random_correlated,
+                                   singleton_imbalance)
 from mlnc_jax import solve
-from mlnc_jax.spectra import (contrast_basis, format_spectrum_table, label_spectrum,
-                              spectrum_arrays, spectrum_to_json)
-from mlnc_jax.ufm import UFMConfig
+from mlnc_jax.theory.spectra import (contrast_basis, format_spectrum_table, label_spectrum,
+                                     spectrum_arrays, spectrum_to_json)
+from mlnc_jax.model.ufm import UFMConfig
 
 jax.config.update("jax_enable_x64", True)
 
@@ -225,7 +226,7 @@ def test_collapse_threshold_against_solve(imbalanced6, loss):
 def test_present_multiplicities_only_equal_the_full_arrays():
     """`spectrum_arrays(..., multiplicities=ms)` (the host path of `label_spectrum`, which
     fits K ≈ 1,000) equals the `[K+1]`-row arrays at those rows."""
-    from mlnc_jax.spectra import spectrum_arrays
+    from mlnc_jax.theory.spectra import spectrum_arrays
 
     dist = mj.random_correlated(7, seed=2, max_multiplicity=3)
     Y, w = np.asarray(dist.label_sets, float), np.asarray(dist.weights, float)

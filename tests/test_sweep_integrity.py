@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from mlnc_jax import sweep as sw
-from mlnc_jax.cli import main
-from mlnc_jax.errors import InputError
+from mlnc_jax.app import sweep as sw
+from mlnc_jax.app.cli import main
+from mlnc_jax.model.errors import InputError
 
 CFG = {"distributions": [{"generator": "random_correlated", "num_classes": 3, "seed": {"range": [0, 5]}},
                          {"generator": "balanced", "num_classes": 4, "multiplicity_mass": {"1": 1}}],

@@ -7,14 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from mlnc_jax.certificate import collapse_threshold
-from mlnc_jax.closed_forms import ClosedForm, closed_form
-from mlnc_jax.errors import InputError
-from mlnc_jax.labels import LabelDistribution, balanced, singleton_imbalance
+from mlnc_jax.theory.thresholds import collapse_threshold
+from mlnc_jax.theory.closed_forms import ClosedForm, closed_form
+from mlnc_jax.model.errors import InputError
+from mlnc_jax.model.labels import LabelDistribution, balanced, singleton_imbalance
 from mlnc_jax import solve
-from mlnc_jax.symmetric_pal import (is_symmetric, symmetric_collapse_threshold, symmetric_pal,
-                                    symmetric_pal_closed_form, symmetric_pal_scalar_objective)
-from mlnc_jax.ufm import UFMConfig
+from mlnc_jax.theory.symmetric_pal import (is_symmetric, symmetric_collapse_threshold,
+                                           symmetric_pal, symmetric_pal_closed_form,
+                                           symmetric_pal_scalar_objective)
+from mlnc_jax.model.ufm import UFMConfig
 
 jax.config.update("jax_enable_x64", True)
 
@@ -28,7 +29,7 @@ def _rel(a, b):
 
 def _ufm_objective(params, dist, config):
     """THEORY §2 reduced objective in plain numpy (pal / pal_normalized), independent of
-    `mlnc_jax.ufm`."""
+    `mlnc_jax.model.ufm`."""
     W, H, b = (np.asarray(x, dtype=np.float64) for x in params)
     Y, w = np.asarray(dist.label_sets), np.asarray(dist.weights)
     z = H @ W.T + b
@@ -110,7 +111,7 @@ def test_scalar_objective_equals_ufm_objective_anywhere():
     d = balanced(4, {1: 0.5, 2: 0.2, 3: 0.3})
     masses = {1: 0.5, 2: 0.2, 3: 0.3}
     rng = np.random.default_rng(0)
-    from mlnc_jax.spectra import contrast_basis
+    from mlnc_jax.theory.spectra import contrast_basis
     for loss in ("pal", "pal_normalized"):
         cfg = UFMConfig(loss, 3, 0.07, 0.02)
         for _ in range(3):

@@ -1,0 +1,34 @@
+"""Real networks against the UFM: train an MLP on real inputs (`training`) and compare the
+geometry of its last layer with the certified UFM optimum of its label distribution
+(`comparison`). Shipped input features are read by `io.features`."""
+
+from ..io.features import feature_datasets, load_features
+from .comparison import (
+                       NetComparison,
+                       compare_network,
+                       label_set_means,
+                       sample_set_index,
+)
+from .training import (
+                       ACTIVATIONS,
+                       MLPConfig,
+                       NetParams,
+                       TrainConfig,
+                       TrainResult,
+                       TrainTrace,
+                       adam_step,
+                       features,
+                       init_network,
+                       log_points,
+                       network_objective,
+                       standardize,
+                       subsample,
+                       train,
+)
+
+__all__ = [
+    "ACTIVATIONS", "MLPConfig", "NetParams", "TrainConfig", "TrainTrace", "TrainResult",
+    "NetComparison", "feature_datasets", "load_features", "standardize", "init_network",
+    "subsample", "features", "network_objective", "adam_step", "train", "log_points",
+    "sample_set_index", "label_set_means", "compare_network",
+]
