@@ -37,9 +37,9 @@ def run_one(args) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
+    from lbfgs_baseline import lbfgs
 
     import mlnc_jax as mj
-    from lbfgs_baseline import lbfgs
     from mlnc_jax import solve_batch
 
     jax.config.update("jax_enable_x64", True)

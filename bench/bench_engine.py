@@ -11,7 +11,7 @@ float64), in one process:
   iterations; its block residual and ρ are reported as measured by the package.
 
 Compile time (first call) is reported apart from run time (median of `--repeat` calls).
-Then the compile count of a sweep over many supports (`placement.TRACE_COUNT`), and the
+Then the compile count of a sweep over many supports (the compile caches of the slot programs), and the
 peak memory (VmHWM) of a problem with 100,000 distinct rows (K = d = 20) in a subprocess.
 
 Usage: python bench/bench_engine.py [--repeat 3] [--no-big] [--no-write]
@@ -51,9 +51,9 @@ def single_problem_rows(repeat):
     import jax
     import jax.numpy as jnp
     import numpy as np
+    from lbfgs_baseline import lbfgs
 
     import mlnc_jax as mj
-    from lbfgs_baseline import lbfgs
     from mlnc_jax.engine.newton import Problem, block_residual, value_grad
 
     jax.config.update("jax_enable_x64", True)
@@ -63,10 +63,12 @@ def single_problem_rows(repeat):
         K, T = dist.num_classes, dist.num_sets
         for loss in ("pal", "bce"):
             cfg = mj.UFMConfig(loss, K, 5e-3, 5e-3)
-            one, c1, r1 = _timed(lambda: mj.solve(dist, cfg), repeat)
-            bat, c2, r2 = _timed(lambda: mj.solve_batch([dist], cfg, progress=False).item(0), repeat)
+            one, c1, r1 = _timed(lambda dist=dist, cfg=cfg: mj.solve(dist, cfg), repeat)
+            bat, c2, r2 = _timed(lambda dist=dist, cfg=cfg: mj.solve_batch([dist], cfg, progress=False).item(0),
+                                 repeat)
             p0 = mj.init_params(jax.random.PRNGKey(0), K, T, cfg, 0.1, jnp.float64)
-            (pl, iters), c3, r3 = _timed(lambda: lbfgs(p0, dist, cfg, tol=1e-10, max_iter=20000), repeat)
+            (pl, iters), c3, r3 = _timed(
+                lambda p0=p0, dist=dist, cfg=cfg: lbfgs(p0, dist, cfg, tol=1e-10, max_iter=20000), repeat)
             Y, w = jnp.asarray(dist.label_sets), jnp.asarray(dist.weights)
             U = pl.H * jnp.sqrt(w)[:, None]
             prob = Problem(Y, w, jnp.asarray([5e-3, 5e-3, 0.0]))
@@ -100,15 +102,17 @@ def compile_counts():
         keep = np.sort(rng.choice(d.num_sets, size=int(rng.integers(4, d.num_sets + 1)), replace=False))
         dists.append(mj.LabelDistribution(np.asarray(d.label_sets)[keep],
                                           np.asarray(d.weights)[keep] / np.asarray(d.weights)[keep].sum(), 8))
-    before = dict(placement.TRACE_COUNT)
+    programs = (placement._init_slots, placement._advance, placement._refill, placement._summaries)
+    count = lambda: {f.__name__: f._cache_size() for f in programs}
+    before = count()
     t = time.perf_counter()
     res = mj.solve_batch(dists, mj.UFMConfig("mse", 8, 5e-3, 5e-3), progress=False)
     wall = time.perf_counter() - t
     sizes = sorted({d.num_sets for d in dists})
     buckets = sorted({placement.bucket_rows(T) for T in sizes})
-    after = placement.TRACE_COUNT
+    after = count()
     return dict(problems=len(dists), distinct_T=len(sizes), buckets=buckets,
-                compiled_advance=after["advance"] - before["advance"],
+                compiled_advance=after["_advance"] - before["_advance"],
                 compiled_total=sum(after.values()) - sum(before.values()),
                 certified=int(np.sum(res.certified)), wall_s=wall)
 

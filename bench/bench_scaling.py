@@ -102,9 +102,9 @@ def run(quick: bool, out: str, repeat: int, Ks=None, Ns=None, exact_max_gb: floa
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from mlnc_jax.io import schema
     from mlnc_jax.engine.newton import choose_method
     from mlnc_jax.engine.placement import bucket_rows
+    from mlnc_jax.io import schema
     from mlnc_jax.io.results import run_metadata, write_json_atomic
 
     docs, K_all = _documents()

@@ -31,8 +31,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-import numpy as np  # noqa: E402
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -41,11 +41,11 @@ from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import mlnc_jax as mj  # noqa: E402
 from mlnc_jax.engine.cg import forcing_term
-from mlnc_jax.model.losses import get_loss
-from mlnc_jax.engine.matrix_free import rotated_system
+from mlnc_jax.engine.hessian import rotated_system
 from mlnc_jax.engine.newton import Problem, init_state, newton_step
-from mlnc_jax.io.results import run_metadata
 from mlnc_jax.engine.starts import random_start, reduce_rows
+from mlnc_jax.io.results import run_metadata
+from mlnc_jax.model.losses import get_loss
 
 LAM, TOL = 5e-3, 1e-10
 
@@ -73,7 +73,7 @@ def run_steps(name, loss_name):
 
 def system(st, prob, loss):
     """The damped Newton system of state `st` in the engine's rotated frame
-    (`matrix_free.rotated_system`), flattened: `A`, the inverse preconditioner diagonal,
+    (`hessian.rotated_system`), flattened: `A`, the inverse preconditioner diagonal,
     the right-hand side, the frame and the unflattening map."""
     Q, hvp, diag, g = rotated_system(st, prob, loss, True, st.theta * st.gnorm)
     g, unravel = ravel_pytree(g)
@@ -173,7 +173,7 @@ def main(argv=None):
         A, minv, rhs, Q, unravel = system(sti, prob, loss)
         R = Qopt.T @ Q  # the optimum's frame to this state's (both rotate the columns)
 
-        def to_frame(v):
+        def to_frame(v, unravel=unravel, R=R):
             dW, dU, db = unravel(jnp.asarray(v))
             return ravel_pytree((dW @ R, dU @ R, db))[0]
 

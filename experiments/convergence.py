@@ -94,7 +94,7 @@ def compute(cfg: Config, progress=None):
     out, bad = {}, []
     for loss in ("mse", "pal"):
         flows, res = _flows(loss, dists, cfg, cfs)
-        for n, (prefix, metric) in enumerate(METRICS.items()):
+        for n, prefix in enumerate(METRICS):
             steps, tr, _ = flows[prefix]
             pre = f"{loss}_{prefix}"
             out[pre + "step_size"] = steps

@@ -16,7 +16,7 @@ from .engine.flow import (
 )
 from .engine.implicit import Optimum, optimum
 from .engine.requests import BatchGrid, batch_grid
-from .engine.result import STATUSES, BatchSolveResult, ConvergenceWarning, SolveResult
+from .engine.result import STATUSES, BatchSolveResult, ConvergenceWarning, SolveResult, Status
 from .engine.solve import solve
 from .io.real_labels import available as real_label_tables
 from .io.real_labels import load_real, real_metadata
@@ -53,7 +53,7 @@ from .model.labels import (
                            sample_labels,
                            singleton_imbalance,
 )
-from .model.losses import LOSSES, Loss, bce, get_loss, mse, pal, pal_normalized
+from .model.losses import LOSSES, Loss, bce, get_loss, mse, pal, pal_normalized, register_loss
 from .model.ufm import (
                            UFMConfig,
                            UFMParams,
@@ -89,12 +89,12 @@ __all__ = [
     "nc_metrics", "procrustes", "real_label_tables", "real_metadata", "relative_error",
     "spectrum_arrays", "spectrum_to_json", "symmetric_pal", "symmetric_pal_closed_form",
     "synthesis_report", "tagwise_angles",
-    "ClosedForm", "CollectiveTimeoutError", "FlowTrace", "InputError", "LOSSES", "LabelDistribution", "Loss", "STATUSES",
+    "ClosedForm", "CollectiveTimeoutError", "FlowTrace", "InputError", "LOSSES", "LabelDistribution", "Loss", "STATUSES", "Status",
     "SolveResult", "get_loss",
     "SolverDivergedError", "UFMConfig", "UFMParams", "balanced", "bce", "certificate",
     "closed_form", "collapse_threshold", "estimate_step_size", "gradient_flow",
     "gradient_matrix", "init_params", "logits", "mse", "mse_closed_form", "objective",
-    "pal", "pal_normalized", "per_sample_objective", "random_correlated", "sample_labels",
+    "pal", "pal_normalized", "per_sample_objective", "register_loss", "random_correlated", "sample_labels",
     "singleton_imbalance", "solve",
     "NotCertifiedError", "Optimum", "RankChangeError", "optimum", "simplex_etf_distance",
     "tagwise_residuals",

@@ -148,3 +148,17 @@ def test_architecture_md_names_every_stage_folder():
         parts = m.split(".")
         if len(parts) == 3:
             assert parts[2] in text, f"ARCHITECTURE.md does not mention {m}"
+
+
+def test_every_cited_theory_section_is_in_docs_theory():
+    import re
+    headings = set(re.findall(r"^#{2,3} (§\d+[a-z]?) ", (ROOT / "docs" / "THEORY.md").read_text(),
+                              re.M))
+    cited = set()
+    for f in [*PKG.rglob("*.py"), *(ROOT / "experiments").rglob("*.py"), ROOT / "README.md"]:
+        for m in re.finditer(r"THEORY((?:[ ,]+(?:and )?§\d+[a-z]?)+)", f.read_text()):
+            cited |= set(re.findall(r"§\d+[a-z]?", m.group(1)))
+    assert cited, "no citations found: the pattern is wrong"
+    assert cited <= headings, sorted(cited - headings)
+    for doc in ("README.md", "ARCHITECTURE.md"):
+        assert "docs/THEORY.md" in (ROOT / doc).read_text(), doc

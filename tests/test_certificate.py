@@ -12,8 +12,8 @@ import pytest
 
 from mlnc_jax.model import labels as L
 from mlnc_jax.model import losses
-from mlnc_jax.theory.closed_forms import closed_form
 from mlnc_jax.model.ufm import UFMConfig, UFMParams, objective
+from mlnc_jax.theory.closed_forms import closed_form
 
 # the package namespace re-exports the function `certificate`, shadowing the submodule
 C = importlib.import_module("mlnc_jax.engine.certificate")

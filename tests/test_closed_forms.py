@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from mlnc_jax.model import labels as L
-from mlnc_jax.theory.closed_forms import closed_form, mse_closed_form
 from mlnc_jax.model.errors import InputError
 from mlnc_jax.model.ufm import UFMConfig, UFMParams, objective
+from mlnc_jax.theory.closed_forms import closed_form, mse_closed_form
 
 LW, LH = 3e-3, 2e-2  # λ_W ≠ λ_H so that a swapped √(λ_H/λ_W) cannot go unnoticed
 DIM = 8

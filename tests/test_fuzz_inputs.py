@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st
 
-from mlnc_jax.io import schema
 from mlnc_jax.app import sweep as sw
+from mlnc_jax.io import schema
+from mlnc_jax.io.real_labels import load_labels
 from mlnc_jax.model.errors import InputError
 from mlnc_jax.model.labels import LabelDistribution
-from mlnc_jax.io.real_labels import load_labels
 
 N = int(os.environ.get("MLNC_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=N, deadline=None, derandomize="MLNC_FUZZ_EXAMPLES" not in os.environ,

@@ -3,8 +3,8 @@ no traceback and no file written; finished compute survives a failing write."""
 
 import errno
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys

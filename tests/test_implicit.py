@@ -1,7 +1,7 @@
 """Derivatives of the certified optimum (THEORY §8) against finite differences of certified
 solves, the envelope formula and the MSE closed form (§4); vmap; the rank-change refusal."""
 
-from functools import lru_cache
+from functools import cache
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +15,7 @@ LAM = 5e-3
 TOL = 1e-12
 
 
-@lru_cache(maxsize=None)
+@cache
 def _dist(name):
     if name.startswith("random"):
         return mj.random_correlated(4, int(name[-1]))
@@ -303,3 +303,69 @@ def test_no_bias_and_bias_decay(cfg):
         fl = (float(f(w0, cfg.lambda_b * (1 + h))) - float(f(w0, cfg.lambda_b * (1 - h)))) \
             / (2 * h * cfg.lambda_b)
         assert abs(fl - float(gl)) <= 1e-5 * abs(fl)
+
+
+@pytest.mark.parametrize("loss,name", [("pal", "random1"), ("bce", "random2"),
+                                       ("mse", "random1")])
+def test_matrix_free_derivatives_equal_the_exact_paths(loss, name):
+    """The tangent solve follows `method`: CG on all blocks (matrix-free) and on the Schur
+    complement (exact) are two solutions of one linear system, in one gauge (Wᵀ Ẇ symmetric):
+    equal to the CG tolerances, not to a looser one."""
+    dist = _dist(name)
+    cfg = _config(loss, dist)
+    v = jnp.asarray(np.random.default_rng(3).normal(size=dist.num_sets)) * dist.weights
+
+    def outs(method):
+        def f(w):
+            o = mj.optimum(mj.LabelDistribution(dist.label_sets, w, dist.num_classes), cfg,
+                           method=method)
+            return o.gram_W, o.gram_H, o.logits, o.b, o.W
+        return jax.jvp(f, (jnp.asarray(dist.weights),), (v,))
+
+    (_, exact), (primal, free) = outs("exact"), outs("matrix_free")
+    for a, b in zip(exact[:4], free[:4]):  # W itself depends on the representative
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.linalg.norm(a - b) <= 1e-7 * max(np.linalg.norm(a), 1e-12), (loss, a, b)
+    S = np.asarray(primal[4].T @ free[4])
+    assert np.max(np.abs(S - S.T)) <= 1e-8 * np.max(np.abs(S))   # Wᵀ Ẇ symmetric
+
+
+def test_orbit_projection_is_the_least_squares_projection_onto_the_rotations():
+    """THEORY §8b: the Lyapunov solve equals the projection onto an explicit skew basis."""
+    from mlnc_jax.engine.hessian import orbit_projection
+
+    rng = np.random.default_rng(0)
+    K, T, d = 5, 7, 4
+    W, U, VW, VU = (rng.normal(size=s) for s in ((K, d), (T, d), (K, d), (T, d)))
+    W[:, -1] = 0.0  # a direction W misses: U still reaches it
+    iu, ju = np.triu_indices(d, 1)
+    basis = []
+    for i, j in zip(iu, ju):
+        A = np.zeros((d, d))
+        A[i, j], A[j, i] = 1.0, -1.0
+        basis.append(np.concatenate([(W @ A).ravel(), (U @ A).ravel()]))
+    B = np.stack(basis, 1)
+    target = np.concatenate([VW.ravel(), VU.ravel()])
+    ref = B @ np.linalg.lstsq(B, target, rcond=None)[0]
+    pW, pU = orbit_projection((jnp.asarray(W), jnp.asarray(U)), (jnp.asarray(VW), jnp.asarray(VU)))
+    got = np.concatenate([np.asarray(pW).ravel(), np.asarray(pU).ravel()])
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs,needle", [({"method": "nonsense"}, "method"),
+                                           ({"max_cg": 0}, "max_cg"),
+                                           ({"devices": []}, "devices is empty"),
+                                           ({"init_scale": -1.0}, "init_scale")])
+def test_options_are_refused_under_grad_as_outside(kwargs, needle):
+    dist = _dist("random1")
+    cfg = _config("pal", dist)
+    with pytest.raises(mj.InputError, match=needle) as outside:
+        mj.solve(dist, cfg, **kwargs)
+
+    def f(w):
+        d = mj.LabelDistribution(dist.label_sets, w, dist.num_classes)
+        return mj.solve(d, cfg, **kwargs).objective
+
+    with pytest.raises(mj.InputError, match=needle) as inside:
+        jax.grad(f)(jnp.asarray(dist.weights))
+    assert str(inside.value) == str(outside.value)

@@ -13,7 +13,6 @@ from mlnc_jax.model import labels as L
 from mlnc_jax.model.errors import InputError
 from mlnc_jax.model.labels import LabelDistribution
 
-
 # -- from_sets -----------------------------------------------------------------------------
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -119,7 +118,7 @@ def test_loss_gradients_match_finite_differences(name):
     for z, y in zip(Z, Y):
         yj = jnp.asarray(y)
         g = np.asarray(jax.grad(f)(jnp.asarray(z), yj))
-        fd = _fd_grad(lambda zz: f(jnp.asarray(zz), yj), z)
+        fd = _fd_grad(lambda zz, yj=yj: f(jnp.asarray(zz), yj), z)
         np.testing.assert_allclose(g, fd, rtol=1e-7, atol=1e-8)
     # closed-form gradients: softmax-based for pal
     for z, y in zip(Z, Y):
@@ -149,7 +148,7 @@ def test_ufm_objective_gradient_matches_finite_differences(loss, bias, lambda_b)
     if not bias:
         assert float(jnp.max(jnp.abs(g.b))) == 0.0
     # directional derivatives along random directions, and a few coordinates
-    for trial in range(4):
+    for _ in range(4):
         d = ufm.UFMParams(*(jnp.asarray(rng.normal(size=np.shape(a))) for a in params))
         h = 1e-5
         plus = ufm.UFMParams(*(a + h * b for a, b in zip(params, d)))
@@ -199,3 +198,23 @@ def test_per_sample_objective_is_mean_with_unscaled_feature_penalty():
     want += 0.15 * np.sum(W**2) + 0.35 / N * np.sum(H**2)
     got = float(ufm.per_sample_objective(ufm.UFMParams(*map(jnp.asarray, (W, H, b))), Yn, cfg))
     assert got == pytest.approx(want, rel=1e-13)
+
+
+def test_a_registered_loss_is_known_to_the_cli_the_plots_and_the_report():
+    from mlnc_jax.app import cli, plotting
+    from mlnc_jax.model.losses import LOSSES, Loss, get_loss, register_loss
+    wbce = Loss.from_function("weighted_bce_reg", lambda z, y: jnp.sum(
+        jnp.array([1.0, 2.0]) * (jax.nn.softplus(z) - y * z)))
+    register_loss(wbce)
+    try:
+        assert get_loss("weighted_bce_reg") is wbce
+        sub = cli.build_parser()._subparsers._group_actions[0].choices["solve"]
+        loss_action = next(a for a in sub._actions if a.dest == "loss")
+        assert "weighted_bce_reg" in loss_action.choices
+        colors = [plotting.LOSS_COLORS[n] for n in LOSSES]
+        assert len(set(colors)) == len(colors) and plotting.LOSS_COLORS[wbce] == colors[-1]
+        with pytest.raises(InputError, match="already registered"):
+            register_loss(Loss.from_function("weighted_bce_reg", lambda z, y: jnp.sum(z)))
+    finally:
+        LOSSES.pop("weighted_bce_reg")
+    assert "weighted_bce_reg" not in plotting.LOSS_COLORS

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import mlnc_jax as mj
+from mlnc_jax.engine.newton import choose_method, step_flops
 from mlnc_jax.io import schema
 from mlnc_jax.model.errors import InputError
 from mlnc_jax.model.losses import LOSSES, Loss
-from mlnc_jax.engine.newton import choose_method, step_flops
 
 
 def _logits(r, loss):

@@ -7,14 +7,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlnc_jax.model.labels import (LabelDistribution, balanced, sample_labels,
-                                   singleton_imbalance)
-from mlnc_jax.measure.metrics import (nc1, nc2_classifier, nc2_features, nc3, nc_metrics,
-                                      singleton_means, tagwise_angles, weighted_mean)
-
+from mlnc_jax.measure.metrics import (
+    nc1,
+    nc2_classifier,
+    nc2_features,
+    nc3,
+    nc_metrics,
+    singleton_means,
+    tagwise_angles,
+    weighted_mean,
+)
+from mlnc_jax.model.labels import LabelDistribution, balanced, sample_labels, singleton_imbalance
+from mlnc_jax.model.ufm import UFMConfig
 from mlnc_jax.theory.spectra import contrast_basis
 from mlnc_jax.theory.symmetric_pal import symmetric_pal
-from mlnc_jax.model.ufm import UFMConfig
 
 jax.config.update("jax_enable_x64", True)
 

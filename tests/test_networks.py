@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import mlnc_jax as mj
 from mlnc_jax import LOSSES, LabelDistribution, UFMParams, solve
 from mlnc_jax import networks as nw
-from mlnc_jax.networks import training as nwt
 from mlnc_jax.model.errors import InputError
 from mlnc_jax.model.ufm import per_sample_objective
+from mlnc_jax.networks import training as nwt
 
 jax.config.update("jax_enable_x64", True)
 
@@ -53,7 +54,8 @@ def test_objective_is_the_per_sample_ufm_objective_plus_weight_penalty(loss):
     ufm = float(per_sample_objective(UFMParams(p.W, H, p.b), Yj, tc.ufm_config(mlp.dim)))
     assert got - 0.5 * tc.lambda_theta * theta == pytest.approx(ufm, rel=1e-12)
     # the compiled objective (traced loss index and λ's) is the same function
-    assert float(nwt._value(p, Xs, Yj, mlp, nwt._dyn(tc))) == pytest.approx(got, rel=1e-12)
+    assert float(nwt._value(p, Xs, Yj, mlp, nwt._dyn(tc), nwt._loss_table(tc.loss))) \
+        == pytest.approx(got, rel=1e-12)
 
 
 def test_gradient_of_training_objective_matches_finite_differences():
@@ -62,7 +64,7 @@ def test_gradient_of_training_objective_matches_finite_differences():
     tc = nw.TrainConfig("bce", 5e-3, 5e-3, lambda_theta=1e-3)
     p = _params(jax.random.PRNGKey(2), X.shape[1], Y.shape[1], mlp)
     Xs, Yj = jnp.asarray(nw.standardize(X)), jnp.asarray(Y, jnp.float64)
-    f = lambda q: nwt._objective(q, Xs, Yj, mlp, nwt._dyn(tc))
+    f = lambda q: nwt._objective(q, Xs, Yj, mlp, nwt._dyn(tc), nwt._loss_table(tc.loss))
     g = jax.grad(f)(p)
     leaves, tree = jax.tree_util.tree_flatten(p)
     keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
@@ -146,3 +148,24 @@ def test_shipped_features_match_their_sources():
         assert LabelDistribution.from_label_matrix(Y).num_sets == s["distinct_label_sets"]
     with pytest.raises(InputError):
         nw.load_features("nope")
+
+
+def test_a_user_loss_trains_a_network_and_its_objective_decreases():
+    # class-weighted BCE: a Loss record from a plain function, not one of LOSSES
+    cw = jnp.array([1.0, 2.0, 0.5])
+    wbce = mj.Loss.from_function(
+        "weighted_bce", lambda z, y: jnp.sum(cw * (jax.nn.softplus(z) - y * z)))
+    assert wbce not in LOSSES.values()
+    X, Y = _toy()
+    mlp = nw.MLPConfig(width=8, depth=2, dim=3)
+    tc = nw.TrainConfig(wbce, 1e-2, 1e-2, adam_steps=60, learning_rate=1e-2, lbfgs_steps=40)
+    r = nw.train(X, Y, mlp, tc, seed=0)
+    obj = np.asarray(r.trace.objective)
+    assert np.all(np.isfinite(obj)) and obj[-1] < 0.9 * obj[0], obj
+    # the objective the loop minimised is the user loss's network objective, not a built-in's
+    Xs = jnp.asarray(nw.standardize(X))
+    want = float(nw.network_objective(r.params, Xs, jnp.asarray(Y, jnp.float64), mlp, tc))
+    assert abs(r.objective - want) <= 1e-10 * abs(want)
+    other = float(nw.network_objective(r.params, Xs, jnp.asarray(Y, jnp.float64), mlp,
+                                       tc._replace(loss="bce")))
+    assert abs(other - want) > 1e-3

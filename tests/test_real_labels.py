@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlnc_jax.theory.closed_forms import closed_form
 from mlnc_jax.model.labels import LabelDistribution
 from mlnc_jax.model.ufm import UFMConfig
+from mlnc_jax.theory.closed_forms import closed_form
 
 DIM = 8
 LW, LH = 5e-3, 1e-2

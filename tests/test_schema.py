@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from mlnc_jax.io import schema
+from mlnc_jax.io.real_labels import load_labels
 from mlnc_jax.model.errors import InputError
 from mlnc_jax.model.labels import LabelDistribution
-from mlnc_jax.io.real_labels import load_labels
 
 OK = {"num_classes": 4, "label_sets": [[0], [1], [2, 3]], "weights": [40, 30, 30]}
 

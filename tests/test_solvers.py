@@ -9,14 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlnc_jax.model import labels as L
 from mlnc_jax.engine import flow
 from mlnc_jax.engine.solve import solve
-from mlnc_jax.theory.closed_forms import closed_form
+from mlnc_jax.model import labels as L
 from mlnc_jax.model.errors import InputError, SolverDivergedError
 from mlnc_jax.model.labels import LabelDistribution
-from mlnc_jax.model.ufm import (UFMConfig, UFMParams, init_params, objective,
-                                per_sample_objective)
+from mlnc_jax.model.ufm import UFMConfig, UFMParams, init_params, objective, per_sample_objective
+from mlnc_jax.theory.closed_forms import closed_form
 
 LW, LH = 3e-3, 2e-2
 DIM = 8

@@ -10,14 +10,18 @@ import numpy as np
 import pytest
 
 import mlnc_jax as mj
-from mlnc_jax.theory.thresholds import collapse_threshold
-from mlnc_jax.model.errors import InputError
-from mlnc_jax.model.labels import (LabelDistribution, balanced, random_correlated,
-                                   singleton_imbalance)
 from mlnc_jax import solve
-from mlnc_jax.theory.spectra import (contrast_basis, format_spectrum_table, label_spectrum,
-                                     spectrum_arrays, spectrum_to_json)
+from mlnc_jax.model.errors import InputError
+from mlnc_jax.model.labels import LabelDistribution, balanced, random_correlated, singleton_imbalance
 from mlnc_jax.model.ufm import UFMConfig
+from mlnc_jax.theory.spectra import (
+    contrast_basis,
+    format_spectrum_table,
+    label_spectrum,
+    spectrum_arrays,
+    spectrum_to_json,
+)
+from mlnc_jax.theory.thresholds import collapse_threshold
 
 jax.config.update("jax_enable_x64", True)
 

@@ -1,21 +1,25 @@
 """Symmetric PAL / PAL-N closed form (THEORY §5) against the solver."""
 
-import jax
 import itertools
 import math
 
+import jax
 import numpy as np
 import pytest
 
-from mlnc_jax.theory.thresholds import collapse_threshold
-from mlnc_jax.theory.closed_forms import ClosedForm, closed_form
+from mlnc_jax import solve
 from mlnc_jax.model.errors import InputError
 from mlnc_jax.model.labels import LabelDistribution, balanced, singleton_imbalance
-from mlnc_jax import solve
-from mlnc_jax.theory.symmetric_pal import (is_symmetric, symmetric_collapse_threshold,
-                                           symmetric_pal, symmetric_pal_closed_form,
-                                           symmetric_pal_scalar_objective)
 from mlnc_jax.model.ufm import UFMConfig
+from mlnc_jax.theory.closed_forms import ClosedForm, closed_form
+from mlnc_jax.theory.symmetric_pal import (
+    is_symmetric,
+    symmetric_collapse_threshold,
+    symmetric_pal,
+    symmetric_pal_closed_form,
+    symmetric_pal_scalar_objective,
+)
+from mlnc_jax.theory.thresholds import collapse_threshold
 
 jax.config.update("jax_enable_x64", True)
 

@@ -1,21 +1,24 @@
 """Synthesis rules (THEORY §4, §6) and geometry stability."""
 
-import jax
 import math
 
+import jax
 import numpy as np
 import pytest
 
-from mlnc_jax.theory.closed_forms import mse_closed_form
-from mlnc_jax.measure.geometry import (centred_singular_values, contrast_separation,
-                                       geometry_stability, min_pair_separation)
-from mlnc_jax.model.labels import (LabelDistribution, balanced, random_correlated,
-                                   singleton_imbalance)
 from mlnc_jax import solve
+from mlnc_jax.measure.geometry import (
+    centred_singular_values,
+    contrast_separation,
+    geometry_stability,
+    min_pair_separation,
+)
+from mlnc_jax.measure.synthesis import format_synthesis_summary, synthesis_report
+from mlnc_jax.model.labels import LabelDistribution, balanced, random_correlated, singleton_imbalance
+from mlnc_jax.model.ufm import UFMConfig
+from mlnc_jax.theory.closed_forms import mse_closed_form
 from mlnc_jax.theory.spectra import contrast_basis, label_spectrum
 from mlnc_jax.theory.symmetric_pal import symmetric_pal
-from mlnc_jax.measure.synthesis import format_synthesis_summary, synthesis_report
-from mlnc_jax.model.ufm import UFMConfig
 
 jax.config.update("jax_enable_x64", True)
 

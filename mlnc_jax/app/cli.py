@@ -4,7 +4,8 @@ Bad input exits with status 2 and one line `mlnc-jax: error: ...` on stderr, no 
 and nothing is written to `--out`. Ctrl-C exits with status 130 and one line, leaving no
 partial file. A result that was computed but cannot be written to `--out` is written to a
 fresh temporary directory instead, its results line is printed, and the exit status is 2
-with a line naming both paths: finished compute is never lost.
+with a line naming both paths: finished compute is never lost. An optimum that cannot be
+differentiated (`RankChangeError`, `NotCertifiedError`) exits with status 3.
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ from pathlib import Path
 from ..engine import compile_cache, interrupts
 from ..io import schema
 from ..io.real_labels import load_labels
-from ..model.errors import CollectiveTimeoutError, InputError, SolverDivergedError
+from ..model.errors import (
+    CollectiveTimeoutError,
+    InputError,
+    NotCertifiedError,
+    RankChangeError,
+    SolverDivergedError,
+)
+from ..model.losses import LOSSES
 
 __all__ = ["main", "build_parser"]
-
-LOSS_CHOICES = ("pal", "pal_normalized", "bce", "mse")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,11 +80,11 @@ def _seed(name):
     return parse
 
 
-def _add_problem_args(p, *, loss_required=True, loss_choices=LOSS_CHOICES, dim_required=True):
+def _add_problem_args(p, *, loss_required=True, dim_required=True):
     p.add_argument("--labels", required=True, metavar="DIST.json",
                    help='label distribution file {"num_classes": K, "label_sets": [[0], [1, 2]], '
                    '"weights": [...]}, or a shipped table name (e.g. voc2007_trainval)')
-    p.add_argument("--loss", required=loss_required, choices=loss_choices, default=None)
+    p.add_argument("--loss", required=loss_required, choices=tuple(LOSSES), default=None)
     if dim_required:
         p.add_argument("--dim", required=True, type=_positive_int("--dim"), metavar="D")
     p.add_argument("--lambda-w", required=True, type=_nonneg_float("--lambda-w"), metavar="LW")
@@ -390,6 +396,9 @@ def main(argv=None, *, hard_exit: bool = False) -> int:
     except SolverDivergedError as e:
         print(f"mlnc-jax: solver error: {_one_line(e)}", file=sys.stderr)
         return 1
+    except (RankChangeError, NotCertifiedError) as e:  # the optimum, not the input
+        print(f"mlnc-jax: not differentiable here: {_one_line(e)}", file=sys.stderr)
+        return 3
     except CollectiveTimeoutError as e:  # device threads are blocked: no teardown
         print(f"mlnc-jax: error: {_one_line(e)}", file=sys.stderr)
         if hard_exit:

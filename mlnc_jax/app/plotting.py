@@ -6,6 +6,7 @@ no LaTeX.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ..model.losses import LOSSES, Loss  # noqa: E402
 
 __all__ = ["STYLE", "apply_style", "savefig", "LOSS_COLORS", "compare_figure", "cosine_gram"]
 
@@ -36,7 +39,28 @@ STYLE = {
     "text.usetex": False,
 }
 
-LOSS_COLORS = {"mse": "#1f77b4", "pal": "#d62728", "pal_normalized": "#ff7f0e", "bce": "#2ca02c"}
+_PALETTE = ("#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf")
+
+
+class _LossColors(Mapping):
+    """One colour per loss of `LOSSES`, by its position there, so a registered loss has one."""
+
+    def __getitem__(self, loss):
+        names = list(LOSSES)
+        name = loss.name if isinstance(loss, Loss) else loss
+        if name not in names:
+            raise KeyError(name)
+        return _PALETTE[names.index(name) % len(_PALETTE)]
+
+    def __iter__(self):
+        return iter(list(LOSSES))
+
+    def __len__(self):
+        return len(LOSSES)
+
+
+LOSS_COLORS = _LossColors()
 
 
 def apply_style() -> None:

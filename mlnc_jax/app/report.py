@@ -18,6 +18,7 @@ from ..measure.synthesis import synthesis_report
 from ..model.budget import check_memory, estimate_solve_bytes
 from ..model.checks import check_has_labels, check_min_classes
 from ..model.labels import LabelDistribution, singleton_imbalance
+from ..model.losses import LOSSES
 from ..model.ufm import UFMConfig
 from ..theory.closed_forms import ClosedForm, mse_closed_form
 from ..theory.spectra import LabelSpectrum, label_spectrum
@@ -25,7 +26,6 @@ from ..theory.spectra import LabelSpectrum, label_spectrum
 __all__ = ["default_distribution", "LossReport", "CompareReport", "compare_losses",
            "format_compare_table", "normalized_gram_error"]
 
-LOSS_ORDER = ("mse", "pal", "pal_normalized", "bce")
 
 
 def default_distribution() -> LabelDistribution:
@@ -42,13 +42,13 @@ class LossReport(NamedTuple):
     tagwise_residual: float  # max over |S| ≥ 2 (NaN if not evaluable)
     freefit_residual: float
     frequency_rule_residual: float
-    nc: "NCMetrics"
-    geometry: "GeometryStability"
+    nc: NCMetrics
+    geometry: GeometryStability
 
 
 class CompareReport(NamedTuple):
     dist: LabelDistribution
-    spectrum: "LabelSpectrum"
+    spectrum: LabelSpectrum
     closed_form: ClosedForm
     losses: tuple
     lambda_w: float
@@ -72,7 +72,7 @@ def _synthesis_residuals(H, dist):
 
 
 def compare_losses(dist: LabelDistribution, *, dim=None, lambda_w=5e-3, lambda_h=5e-3, seed=0,
-                   tol=1e-10, losses=LOSS_ORDER) -> CompareReport:
+                   tol=1e-10, losses=None) -> CompareReport:
     # the contrast geometry of the report needs two classes and at least one label
     check_min_classes(dist, 2, "compare")
     check_has_labels(dist, "compare")
@@ -80,7 +80,7 @@ def compare_losses(dist: LabelDistribution, *, dim=None, lambda_w=5e-3, lambda_h
     check_memory(estimate_solve_bytes(dist.num_classes, dist.num_sets, dim), f"compare with dim = {dim}")
     cf = mse_closed_form(dist, UFMConfig("mse", dim, lambda_w, lambda_h))
     out = []
-    for loss in losses:
+    for loss in tuple(LOSSES) if losses is None else losses:
         res = solve(dist, UFMConfig(loss, dim, lambda_w, lambda_h), seed=seed, tol=tol)
         tw, ff, fr = _synthesis_residuals(res.H, dist)
         nc = NCMetrics(*(float(v) for v in nc_metrics(res.W, res.H, jnp.asarray(dist.label_sets),

@@ -13,10 +13,10 @@ mean the distribution they are proportional to.
 from __future__ import annotations
 
 import math
-import numbers
 import sys
 import time
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 
@@ -24,13 +24,13 @@ from ..model.budget import check_memory, estimate_solve_bytes
 from ..model.errors import InputError
 from ..model.ufm import UFMConfig
 from . import compile_cache
-from .newton import METHODS, choose_method
+from .options import SolveOptions, check_start
 from .placement import Placer, bucket_rows, run_problems
-from .requests import Request, check_count, is_traced, validate
+from .requests import Request, is_traced, validate
 from .result import SolveResult, assemble, warn_uncertified
-from .starts import STARTS, problem_data
+from .starts import problem_data
 
-__all__ = ["solve_batch"]
+__all__ = ["solve_batch", "solve_batch_with"]
 
 
 def _default_slots(platform: str, n_dev: int) -> int:
@@ -39,7 +39,7 @@ def _default_slots(platform: str, n_dev: int) -> int:
     return (16 if platform == "cpu" else 8192) * n_dev
 
 
-def _progress_bar(total: int, enabled: Optional[bool], tol: float):
+def _progress_bar(total: int, enabled: bool | None, tol: float):
     """Problems finished, with the worst live residual; for one problem, the residual's
     decades on the way to `tol`, so the bar's ETA extrapolates the residual's descent."""
     if enabled is None:
@@ -86,53 +86,34 @@ class _Plan(NamedTuple):
     placer: Placer
     slots: int
     chunk_steps: int
-    max_steps: int
-    max_cg: int
     method: str
 
 
-def _check_start(init, init_scale) -> None:
-    if isinstance(init_scale, bool) or not isinstance(init_scale, numbers.Real) \
-            or not (math.isfinite(init_scale) and init_scale >= 0):
-        raise InputError(f"init_scale must be a finite number >= 0, got {init_scale!r}")
-    if isinstance(init, str) and init not in STARTS:
-        raise InputError(f"init must be None, {', '.join(map(repr, STARTS))} or UFMParams, "
-                         f"got {init!r}")
-
-
-def _plan(req: Request, *, max_steps, max_cg, method, devices, batch_size, chunk_steps) -> _Plan:
-    """Devices, slots, engine path and chunk length of one call; refused (with the
-    estimate) when the problems solved side by side would not fit in memory."""
-    max_steps = check_count("max_steps", max_steps, 1)
-    max_cg = check_count("max_cg", max_cg, 1)
-    if method != "auto" and method not in METHODS:
-        raise InputError(f"method must be 'auto' or one of {', '.join(map(repr, METHODS))}, "
-                         f"got {method!r}")
-    devs = list(devices) if devices is not None else jax.devices()
-    if not devs:
-        raise InputError("devices is empty")
+def _plan(req: Request, opts: SolveOptions) -> _Plan:
+    """Devices, slots, engine path (decided here, once) and chunk length of one call;
+    refused (with the estimate) when the problems side by side would not fit in memory."""
+    devs = opts.device_list()
     placer = Placer(devs)
-    slots = _default_slots(devs[0].platform, placer.n) if batch_size is None else \
-        check_count("batch_size", batch_size, 1)
+    slots = _default_slots(devs[0].platform, placer.n) if opts.batch_size is None else \
+        opts.batch_size
     K, d = req.dists[0].num_classes, req.config.dim
     n_at_once = min(slots, len(req.dists))
-    T_big = bucket_rows(max(x.num_sets for x in req.dists))
-    how = choose_method(T_big, K, d) if method == "auto" else method
-    chunk_steps = (8 if how == "exact" else 1) if chunk_steps is None else \
-        check_count("chunk_steps", chunk_steps, 1)
-    check_memory(estimate_solve_bytes(K, T_big, d, n_at_once, how),
+    T_max = max(x.num_sets for x in req.dists)
+    how = opts.method_for(T_max, K, d)
+    chunk_steps = (8 if how == "exact" else 1) if opts.chunk_steps is None else opts.chunk_steps
+    check_memory(estimate_solve_bytes(K, bucket_rows(T_max), d, n_at_once, how),
                  f"solving {n_at_once} problem(s) at once with K = {K}, dim = {d}")
-    return _Plan(placer, slots, chunk_steps, max_steps, max_cg, method)
+    return _Plan(placer, slots, chunk_steps, how)
 
 
-def _run(req: Request, plan: _Plan, init, init_scale, progress):
+def _run(req: Request, plan: _Plan, opts: SolveOptions, init):
     with jax.enable_x64(True):
-        probs, backs = problem_data(req, init, init_scale)
-        bar, update = _progress_bar(len(probs), progress, req.tol)
+        probs, backs = problem_data(req, init, opts.init_scale)
+        bar, update = _progress_bar(len(probs), opts.progress, req.tol)
         try:
             outs = run_problems(probs, req.config.loss_record, req.config.bias, tol=req.tol,
-                                max_steps=plan.max_steps, chunk_steps=plan.chunk_steps,
-                                max_cg=plan.max_cg, slots=plan.slots, placer=plan.placer,
+                                max_steps=opts.max_steps, chunk_steps=plan.chunk_steps,
+                                max_cg=opts.max_cg, slots=plan.slots, placer=plan.placer,
                                 on_progress=update, method=plan.method)
         finally:
             if bar is not None:
@@ -140,11 +121,31 @@ def _run(req: Request, plan: _Plan, init, init_scale, progress):
     return outs, backs
 
 
+def solve_batch_with(distributions, config: UFMConfig, opts: SolveOptions, seeds=0, *,
+                     lambda_w=None, lambda_h=None, lambda_b=None, init=None) -> SolveResult:
+    """`solve_batch` with its options as one `SolveOptions` record."""
+    t0 = time.perf_counter()
+    _refuse_tracers(distributions, config, lambda_w, lambda_h, lambda_b)
+    opts = opts.validated()
+    check_start(init)
+    req = validate(distributions, config, seeds, opts.tol, opts.cert_tol, lambda_w, lambda_h,
+                   lambda_b)
+    compile_cache.ensure()  # before the first compilation
+    plan = _plan(req, opts)
+    outs, backs = _run(req, plan, opts, init)
+    res = assemble(outs, backs, req, opts.max_steps)
+    overhead = max((time.perf_counter() - t0 - float(res.seconds.sum())) / len(outs), 0.0)
+    res = res._replace(seconds=res.seconds + overhead)
+    if opts.warn:
+        warn_uncertified(res)
+    return res
+
+
 def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *,
                 lambda_w=None, lambda_h=None, lambda_b=None, init=None, init_scale: float = 0.1,
-                max_steps: int = 500, chunk_steps: Optional[int] = None, max_cg: int = 1024,
-                cert_tol: float = 1e-6, batch_size: Optional[int] = None,
-                devices: Optional[Sequence] = None, progress: Optional[bool] = None,
+                max_steps: int = 500, chunk_steps: int | None = None, max_cg: int = 1024,
+                cert_tol: float = 1e-6, batch_size: int | None = None,
+                devices: Sequence | None = None, progress: bool | None = None,
                 warn: bool = True, method: str = "auto") -> SolveResult:
     """Solve many reduced UFM problems (THEORY §2) with the Newton core.
 
@@ -175,17 +176,7 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
       warn: a `ConvergenceWarning` lists the problems that are not certified.
 
     Returns a `SolveResult` with a leading batch axis."""
-    t0 = time.perf_counter()
-    _refuse_tracers(distributions, config, lambda_w, lambda_h, lambda_b)
-    req = validate(distributions, config, seeds, tol, cert_tol, lambda_w, lambda_h, lambda_b)
-    compile_cache.ensure()  # before the first compilation
-    _check_start(init, init_scale)
-    plan = _plan(req, max_steps=max_steps, max_cg=max_cg, method=method, devices=devices,
-                 batch_size=batch_size, chunk_steps=chunk_steps)
-    outs, backs = _run(req, plan, init, init_scale, progress)
-    res = assemble(outs, backs, req, plan.max_steps)
-    overhead = max((time.perf_counter() - t0 - float(res.seconds.sum())) / len(outs), 0.0)
-    res = res._replace(seconds=res.seconds + overhead)
-    if warn:
-        warn_uncertified(res)
-    return res
+    opts = SolveOptions(tol, cert_tol, max_steps, max_cg, chunk_steps, method, init_scale,
+                        batch_size, None if devices is None else tuple(devices), progress, warn)
+    return solve_batch_with(distributions, config, opts, seeds, lambda_w=lambda_w,
+                            lambda_h=lambda_h, lambda_b=lambda_b, init=init)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 __all__ = ["default_dir", "enable", "ensure", "current_dir"]
 
@@ -26,7 +25,7 @@ _MIN_COMPILE_SECONDS = 0.0
 _state = {"decided": False}
 
 
-def default_dir() -> Optional[Path]:
+def default_dir() -> Path | None:
     """The per-user default (`None` where `MLNC_CACHE_DIR=off`)."""
     env = os.environ.get("MLNC_CACHE_DIR")
     if env is not None:
@@ -35,13 +34,13 @@ def default_dir() -> Optional[Path]:
     return Path(base) / "mlnc_jax" / "xla"
 
 
-def current_dir() -> Optional[str]:
+def current_dir() -> str | None:
     import jax
 
     return jax.config.jax_compilation_cache_dir or None
 
 
-def enable(directory) -> Optional[Path]:
+def enable(directory) -> Path | None:
     """Use `directory` as the cache (`"off"` or `None`: no persistent cache). An unusable
     directory turns the cache off rather than failing a solve; returns the directory used."""
     import jax

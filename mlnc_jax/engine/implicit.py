@@ -52,14 +52,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..model.budget import check_memory, estimate_solve_bytes
 from ..model.errors import InputError, NotCertifiedError, RankChangeError
 from ..model.labels import LabelDistribution
 from ..model.losses import Loss
 from ..model.ufm import UFMConfig
-from .batch import solve_batch
+from .batch import solve_batch_with
+from .cg import truncated_cg
+from .hessian import (
+    Point,
+    eliminate,
+    null_projector,
+    orbit_coefficients,
+    product,
+    rotated_system,
+)
 from .newton import Problem, value_grad
+from .options import SolveOptions
+from .placement import bucket_rows
 from .requests import is_traced
-from .result import SolveResult
+from .result import SolveResult, Status
 
 __all__ = ["Optimum", "optimum", "traced_solve", "rank_gap"]
 
@@ -94,10 +106,8 @@ class Optimum(NamedTuple):
 
 class _Options(NamedTuple):
     config: UFMConfig     # λ's are placeholders: the traced values arrive separately
+    solve: SolveOptions   # validated; its method decided (not "auto")
     seed: int
-    tol: float
-    cert_tol: float
-    max_steps: int
     rank_gap_tol: float
     init: Any
 
@@ -137,7 +147,7 @@ def _check_one(opts: _Options, Y, pi, lam, res, where: str = ""):
         np.all(np.isfinite(W)) else (math.inf, -1)
     tau2 = cfg.lambda_w * cfg.lambda_h
     if not bool(res.certified):
-        if res.status == "not_converged" and gap < _SLOW_GAP:
+        if res.status == Status.NOT_CONVERGED and gap < _SLOW_GAP:
             # Newton slows down at a degenerate optimum: the rank change is the reason
             raise RankChangeError(
                 f"{where}the solve did not converge ({res.reason}) and W (rank {r}) is near a "
@@ -172,10 +182,9 @@ def _host_solve(opts: _Options, Y, pi, lam):
     lamb = np.broadcast_to(lam, lead + (3,)).reshape(-1, 3)
     B = Yb.shape[0]
     init = opts.init if opts.init is None or isinstance(opts.init, str) else [tuple(opts.init)] * B
-    res = solve_batch([LabelDistribution(Yb[i], pib[i], K) for i in range(B)], opts.config,
-                      seeds=opts.seed, tol=opts.tol, cert_tol=opts.cert_tol,
-                      max_steps=opts.max_steps, init=init, lambda_w=lamb[:, 0],
-                      lambda_h=lamb[:, 1], lambda_b=lamb[:, 2], warn=False, progress=False)
+    res = solve_batch_with([LabelDistribution(Yb[i], pib[i], K) for i in range(B)], opts.config,
+                           opts.solve, seeds=opts.seed, init=init, lambda_w=lamb[:, 0],
+                           lambda_h=lamb[:, 1], lambda_b=lamb[:, 2])
     outs = [_check_one(opts, Yb[i], pib[i], lamb[i], res.item(i),
                        f"problem {i} of the batch: " if B > 1 else "") for i in range(B)]
     return tuple(np.stack([o[k] for o in outs]).reshape(lead + outs[0][k].shape)
@@ -205,125 +214,93 @@ def _dot(a, b):
     return sum(jnp.sum(u * v) for u, v in zip(a, b))
 
 
-def _null_projector(W, loss: Loss, bias: bool, rtol: float = 1e-8):
-    """Orthogonal projector onto the null space of the `(W, b)` Schur complement: the
-    rotations `W A` (`A` skew), the bias directions the loss ignores (all of `b` without a
-    bias). Built from an SVD, so it follows the rank of `W` under `jit`."""
-    K, d = W.shape
-    iu, ju = np.triu_indices(d, 1)
-    E = np.zeros((iu.size, d, d))
-    E[np.arange(iu.size), iu, ju] = 1.0
-    E[np.arange(iu.size), ju, iu] = -1.0
-    nrm = jnp.sqrt(jnp.sum(W * W))
-    WE = jnp.einsum("kd,nde->nke", W / jnp.where(nrm > 0, nrm, 1.0), jnp.asarray(E, W.dtype))
-    rows = [jnp.concatenate([WE.reshape(iu.size, K * d), jnp.zeros((iu.size, K), W.dtype)], 1)]
-    Nb = np.eye(K) if not bias else np.asarray(loss.ignored_directions(K), dtype=np.float64)
-    Nb = Nb.reshape(-1, K)
-    if Nb.shape[0]:
-        rows.append(jnp.asarray(np.concatenate([np.zeros((Nb.shape[0], K * d)), Nb], 1), W.dtype))
-    M = jnp.concatenate(rows, 0)
-    _, sv, Vt = jnp.linalg.svd(M, full_matrices=False)
-    keep = (sv > rtol * jnp.maximum(sv[0], 1e-300)).astype(W.dtype)
-
-    def project(v):
-        flat = jnp.concatenate([v[0].reshape(-1), v[1]])
-        n = Vt.T @ (keep * (Vt @ flat))
-        return n[:K * d].reshape(K, d), n[K * d:]
-
-    return project
+_CG_ACCEPT = 1e-7  # relative residual above which the tangent is NaN, not a number
 
 
-_CG_ACCEPT = 1e-7  # relative Schur residual above which the tangent is NaN, not a number
+class _Tangent(NamedTuple):
+    """The Hessian at the optimum, for the tangent solves (`hessian`, μ = 0)."""
+    pt: Point
+    prob: Problem
+    product: Any   # v ↦ ∇²F v on (W, U, b)
 
 
-def _prototype_inverse(x, Y, pi, lam, loss: Loss, bias: bool):
-    """`y ↦ D⁻¹ y` for the exact prototype blocks `D_s = ∂²F/∂U_s² = λ_H I + Wᵀ ∇²ℓ_s W`
-    (π_s cancels), `[T, d, d]`, through their Cholesky factors."""
+def _tangent_system(x, Y, pi, lam, loss: Loss, bias: bool) -> _Tangent:
     W, U, b = x
-    z = (U * jnp.where(pi > 0, 1.0 / jnp.sqrt(jnp.where(pi > 0, pi, 1.0)), 0.0)[:, None]) @ W.T
-    if bias:
-        z = z + b
-    mask = pi > 0
-    _, _, curv = loss.derivatives(z, jnp.where(mask[:, None], Y, 1.0))
-    curv = jax.tree_util.tree_map(
-        lambda c: jnp.where(mask.reshape(mask.shape + (1,) * (c.ndim - 1)), c, 0.0), curv)
-    D = loss.hess_congruence(curv, W.T) + lam[1] * jnp.eye(W.shape[1], dtype=W.dtype)
-    L = jnp.linalg.cholesky(D)
-
-    def Dinv(y):
-        t = jax.lax.linalg.triangular_solve(L, y[..., None], left_side=True, lower=True)
-        return jax.lax.linalg.triangular_solve(L, t, left_side=True, lower=True,
-                                               transpose_a=True)[..., 0]
-
-    return Dinv
+    prob = Problem(Y, pi, lam)
+    _, _, _, _, G, curv = value_grad(W, U, b, prob, loss, bias)
+    pt = Point(W, U, b, G, curv)
+    return _Tangent(pt, prob, product(W, U, G, curv, jnp.sqrt(pi), lam, 0.0, loss, bias))
 
 
-def _cg(op, s, max_iter: int, rtol: float):
-    """Conjugate gradients for `op(v) = s` on `(W, b)` pairs from zero; stops on
-    non-positive curvature (round-off in the null space)."""
-    ss = _dot(s, s)
-    tol2 = (rtol ** 2) * ss
-
-    def body(c):
-        # a finished problem stays frozen (under vmap the loop runs until all are done)
-        k, xv, r, p, rr, done = c
-        Sp = op(p)
-        pSp = _dot(p, Sp)
-        ok = (pSp > 0) & ~done
-        alpha = jnp.where(ok, rr / jnp.where(ok, pSp, 1.0), 0.0)
-        xv = tuple(a + alpha * q for a, q in zip(xv, p))
-        r = tuple(a - alpha * q for a, q in zip(r, Sp))
-        rr1 = jnp.where(ok, _dot(r, r), rr)
-        beta = jnp.where(ok, rr1 / jnp.maximum(rr, 1e-300), 1.0)
-        p = tuple(a + beta * q for a, q in zip(r, p))
-        p = tuple(jnp.where(ok, a, q) for a, q in zip(p, c[3]))
-        k = k + 1
-        done = done | ~ok | (rr1 <= tol2) | (k >= max_iter)
-        return k, xv, r, p, rr1, done
-
-    x0 = tuple(jnp.zeros_like(v) for v in s)
-    return jax.lax.while_loop(lambda c: ~c[-1], body,
-                              (jnp.asarray(0), x0, s, s, ss, (ss <= 0)))[1]
+def _accept(op, x, s):
+    """`x` if it solves `op(x) = s` to `_CG_ACCEPT` (relative), else NaN: a CG that did not
+    converge would give a wrong number."""
+    r = tuple(a - c for a, c in zip(op(x), s))
+    ok = _dot(r, r) <= (_CG_ACCEPT ** 2) * _dot(s, s)
+    return tuple(jnp.where(ok, a, jnp.nan) for a in x)
 
 
-def _schur_solve(x, Y, pi, lam, loss: Loss, bias: bool, matvec, rhs, max_iter: int,
-                 rtol: float = 1e-13):
-    """`∇²F v = rhs`: prototype blocks eliminated exactly, CG on the `(W, b)` Schur complement
-    (started at zero: the solution orthogonal to the symmetry orbit in `(W, b)`)."""
-    W, U, b = x
-    Dinv = _prototype_inverse(x, Y, pi, lam, loss, bias)
-    zU = jnp.zeros_like(U)
-    bm = 1.0 if bias else 0.0
-    null = _null_projector(W, loss, bias)
+def _cg(op, precond, s, max_iter: int, rtol: float):
+    """`op(x) = s` by `cg.truncated_cg` from zero (`op` SPD: the null space is shifted)."""
+    g = tuple(-a for a in s)
+    c = truncated_cg(lambda v: (op(v), ()), precond, g, (), rtol, max_iter, jnp.asarray(False), 0.0)
+    return c.p
+
+
+def _schur_solve(sys: _Tangent, loss: Loss, bias: bool, rhs, max_iter: int, rtol: float = 1e-13):
+    """`∇²F v = rhs` on the exact path: prototype blocks eliminated (`hessian.eliminate`),
+    CG on the `(W, b)` Schur complement shifted on its null space; `(W, b)` horizontal."""
+    pt, lam = sys.pt, sys.prob.lam
+    el = eliminate(pt, sys.prob, loss, bias, 0.0)
+    null = null_projector(pt.W, None, loss, bias, lam)
     shift = lam[0] + 1.0  # any c > 0: S + c·P_null is definite and has the same solution
+    bm = 1.0 if bias else 0.0
 
-    def schur(v):
-        vW, vb = v
-        u = -Dinv(matvec((vW, zU, vb))[1])
-        hW, _, hb = matvec((vW, u, vb))
+    def op(v):
+        HW, Hb, _ = el.schur(*v)
         nW, nb = null(v)
-        return hW + shift * nW, hb * bm + shift * nb
+        return HW + shift * nW, Hb * bm + shift * nb
 
-    def horizontal(v):
-        nW, nb = null(v)
-        return v[0] - nW, v[1] - nb
-
+    horizontal = lambda v: tuple(a - n for a, n in zip(v, null(v)))
     rW, rU, rb = rhs
-    hW, _, hb = matvec((jnp.zeros_like(W), Dinv(rU), jnp.zeros_like(b)))
-    s = horizontal((rW - hW, (rb - hb) * bm))
-    xW, xb = horizontal(_cg(schur, s, max_iter, rtol))
-    # a CG that did not converge would give a wrong number: give NaN instead
-    SxW, Sxb = schur((xW, xb))
-    res2 = _dot((SxW - s[0], Sxb - s[1]), (SxW - s[0], Sxb - s[1]))
-    ok = res2 <= (_CG_ACCEPT ** 2) * _dot(s, s)
-    xW, xb = jnp.where(ok, xW, jnp.nan), jnp.where(ok, xb, jnp.nan)
-    xU = Dinv(rU - matvec((xW, zU, xb))[1])
+    BW, Bb = el.Bop(el.Dinv(rU))
+    s = horizontal((rW - BW, (rb - Bb) * bm))
+    xW, xb = _accept(op, horizontal(_cg(op, lambda r: r, s, max_iter, rtol)), s)
+    xU = el.Dinv(rU - sys.product((xW, jnp.zeros_like(rU), xb))[1])
     return xW, xU, xb
+
+
+def _full_solve(sys: _Tangent, loss: Loss, bias: bool, rhs, max_iter: int, rtol: float = 1e-11):
+    """`∇²F v = rhs` on the matrix-free path: preconditioned CG on all blocks in the rotated
+    frame (`hessian.rotated_system`), shifted on the null space; no `[T, d, d]` tensor and
+    nothing of size `d(d−1)/2`. Returned in the gauge of `_schur_solve` (`Wᵀ Ẇ` symmetric).
+    `rtol` 1e-11: the diagonal preconditioner needs ~10³ iterations at K = 60, and 1e-11
+    already agrees with 1e-13 to 12 digits."""
+    pt, lam = sys.pt, sys.prob.lam
+    zero = tuple(jnp.zeros_like(a) for a in (pt.W, pt.U, pt.b))
+    Q, hvp, (DW, DU, Db), _ = rotated_system(pt, sys.prob, loss, bias, 0.0, grad=zero)
+    Wq, Uq = pt.W @ Q, pt.U @ Q
+    null = null_projector(Wq, Uq, loss, bias, lam)
+    shift = lam[0] + 1.0
+
+    def op(v):
+        return tuple(h + shift * n for h, n in zip(hvp(v), null(v)))
+
+    horizontal = lambda v: tuple(a - n for a, n in zip(v, null(v)))
+    rW, rU, rb = rhs
+    s = horizontal((rW @ Q, rU @ Q, rb if bias else jnp.zeros_like(rb)))
+    precond = lambda r: (r[0] / DW, r[1] / DU, r[2] / Db)
+    xW, xU, xb = _accept(op, horizontal(_cg(op, precond, s, max_iter, rtol)), s)
+    A = orbit_coefficients((Wq,), (xW,))  # a rotation of the solution is a solution
+    return (xW - Wq @ A) @ Q.T, (xU - Uq @ A) @ Q.T, xb
 
 
 def _make_xstar(opts: _Options, loss: Loss, bias: bool, K: int, T: int):
     """`(Y, π, λ) ↦ (W, U, b, info)` with the implicit-function JVP of THEORY §8."""
-    max_iter = 10 * (K * opts.config.dim + K) + 200
+    d = opts.config.dim
+    exact = opts.solve.method == "exact"
+    solver = _schur_solve if exact else _full_solve
+    max_iter = 10 * (K * d + K + (0 if exact else T * d)) + 200
 
     @jax.custom_jvp
     def xstar(Y, pi, lam):
@@ -342,9 +319,9 @@ def _make_xstar(opts: _Options, loss: Loss, bias: bool, K: int, T: int):
         # (without a bias, ∂_θ∇_b F is the constant 0): add an exact linear zero
         zero = 0.0 * (jnp.sum(dY) + jnp.sum(dpi) + jnp.sum(dlam))
         rhs = tuple(zero - a for a in dg)
-        matvec = lambda v: jax.jvp(lambda y: _grad_x(y, Y, pi, lam, loss, bias), (x,), (v,))[1]
-        solve = lambda mv, r: _schur_solve(x, Y, pi, lam, loss, bias, mv, r, max_iter)
-        dW, dU, db = jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True)
+        sys = _tangent_system(x, Y, pi, lam, loss, bias)
+        solve = lambda mv, r: solver(sys, loss, bias, r, max_iter)
+        dW, dU, db = jax.lax.custom_linear_solve(sys.product, rhs, solve, symmetric=True)
         if not bias:
             db = jnp.zeros_like(db)
         return (W, U, b, info), (dW, dU, db, jnp.zeros_like(info))
@@ -383,7 +360,8 @@ def _static_config(config: UFMConfig) -> UFMConfig:
 def optimum(dist: LabelDistribution, config: UFMConfig, *, lambda_w=None, lambda_h=None,
             lambda_b=None, seed: int = 0, tol: float = 1e-12, cert_tol: float = 1e-6,
             max_steps: int = 500, init=None, rank_gap_tol: float = 1e-6,
-            loss_weights=None) -> Optimum:
+            loss_weights=None, method: str = "auto", max_cg: int = 1024,
+            init_scale: float = 0.1, devices=None, progress=False) -> Optimum:
     """The certified optimum's invariants, differentiable in `dist.weights` and the λ's.
 
     `lambda_*` (default: the config's, which may themselves be JAX scalars) override the
@@ -394,15 +372,30 @@ def optimum(dist: LabelDistribution, config: UFMConfig, *, lambda_w=None, lambda
     default: derivatives are as accurate as the optimum); `rank_gap_tol` the smallest rank gap δ accepted (module
     docstring). Needs float64 (`jax.config.update("jax_enable_x64", True)` or inside
     `with jax.enable_x64(True):`). Raises `NotCertifiedError` when the solve is not
-    certified and `RankChangeError` at a rank change. See the module docstring.
+    certified and `RankChangeError` at a rank change. `method`, `max_cg`, `init_scale`,
+    `devices`, `progress` are `solve`'s; the tangent solves follow the engine path
+    (`method`): on the matrix-free path no `[T, d, d]` tensor is built. See the module
+    docstring.
     """
+    opts = SolveOptions(tol, cert_tol, max_steps, max_cg, None, method, init_scale, None,
+                        None if devices is None else tuple(devices), progress, False)
+    return _optimum(dist, config, opts.validated(), lambda_w, lambda_h, lambda_b, seed, init,
+                    rank_gap_tol, loss_weights)
+
+
+def _optimum(dist, config, solve_opts: SolveOptions, lambda_w, lambda_h, lambda_b, seed, init,
+             rank_gap_tol, loss_weights) -> Optimum:
     _check_inputs(dist, config)
     cfg = _static_config(config)
     loss, bias = cfg.loss_record, cfg.bias
     lam = _lambdas(config, lambda_w, lambda_h, lambda_b)
     Y, pi, Y_loss = _label_rows(dist, loss, loss_weights)
     T, K = Y.shape
-    opts = _Options(cfg, int(seed), float(tol), float(cert_tol), int(max_steps),
+    how = solve_opts.method_for(T, K, cfg.dim)
+    # the host solve, then the tangent's vectors (and on the exact path its factors) again
+    check_memory(2 * estimate_solve_bytes(K, bucket_rows(T), cfg.dim, 1, how),
+                 f"derivatives of the optimum with K = {K}, T = {T}, dim = {cfg.dim} ({how})")
+    opts = _Options(cfg, solve_opts._replace(method=how, warn=False), int(seed),
                     float(rank_gap_tol), init)
     W, U, b, info = _make_xstar(opts, loss, bias, K, T)(Y_loss, pi, lam)
     info = jax.lax.stop_gradient(info)
@@ -429,7 +422,7 @@ def _check_inputs(dist, config) -> None:
 
 def _label_rows(dist, loss: Loss, loss_weights):
     """`(Y, π, Y_loss)`: the label rows, `π = w/Σw` as `solve` uses, and the rows the loss
-    sees (`c_s y_s` with PAL's `loss_weights`: PAL is homogeneous in `y`)."""
+    sees (`c_s y_s` with `loss_weights`, for a loss homogeneous in `y` such as PAL)."""
     Y = jnp.asarray(dist.label_sets, dtype=jnp.float64)
     w = jnp.asarray(dist.weights, dtype=jnp.float64)
     if Y.ndim != 2 or w.shape != Y.shape[:1]:
@@ -437,8 +430,8 @@ def _label_rows(dist, loss: Loss, loss_weights):
                          "(vmap over a batch of distributions rather than passing one)")
     if loss_weights is None:
         return Y, w / jnp.sum(w), Y
-    if loss.name != "pal":
-        raise InputError(f"loss_weights need the pal loss (homogeneous in the labels), "
+    if not loss.label_homogeneous:
+        raise InputError(f"loss_weights need a loss homogeneous in the labels (such as pal), "
                          f"got {loss.name!r}")
     c = jnp.asarray(loss_weights, dtype=jnp.float64)
     if c.shape != (Y.shape[0],):
@@ -446,16 +439,15 @@ def _label_rows(dist, loss: Loss, loss_weights):
     return Y, w / jnp.sum(w), Y * c[:, None]
 
 
-def traced_solve(dist: LabelDistribution, config: UFMConfig, seed=0, tol: float = 1e-10, *,
-                 init=None, max_steps: int = 500, cert_tol: float = 1e-6):
+def traced_solve(dist: LabelDistribution, config: UFMConfig, opts: SolveOptions, seed=0, *,
+                 init=None):
     """`solve` when `dist.weights` or the config's λ's are JAX tracers: a `SolveResult`
     whose `W`, `H`, `b`, `objective` are JAX arrays carrying the derivatives of `optimum`
     (weights normalised, horizontal gauge for `W`, `H`, `b`; module docstring)."""
 
-    o = optimum(dist, config, seed=seed, tol=tol, cert_tol=cert_tol, max_steps=max_steps,
-                init=init)
+    o = _optimum(dist, config, opts, None, None, None, seed, init, 1e-6, None)
     return SolveResult(o.W, o.H, o.b, o.objective, o.grad_norm, o.residual, o.certificate,
-                       True, True, "certified", "", o.steps, o.seconds, o.hessian_products,
+                       True, True, Status.CERTIFIED.value, "", o.steps, o.seconds, o.hessian_products,
                        None)
 
 

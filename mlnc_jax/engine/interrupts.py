@@ -45,6 +45,7 @@ def guard():
     signal.signal(signal.SIGINT, _handler)
     try:
         yield
+        check()  # swallowed after the last step boundary: still an interrupt
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         _pending = False

@@ -14,22 +14,21 @@ Gram matrices agree up to scale at a critical point, THEORY §2) the prototype b
 `λ_H I + W̃ᵀ∇²ℓ_s W̃` and the classifier block `λ_W I + Σ_s ∇²ℓ_s ⊗ ũ_s ũ_sᵀ` are close to
 diagonal: exactly so for MSE at balance, up to the off-diagonal curvature of the loss
 otherwise. The frame is rotated once per step (two matmuls and a `d × d` eigensolve), so
-applying the preconditioner inside CG costs only elementwise work. `bench/bench_scaling.py`
-measures it against the exact path.
+applying the preconditioner inside CG costs only elementwise work (the product, diagonal and
+frame are `hessian`'s). `bench/bench_scaling.py` measures it against the exact path.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from ..model.losses import Loss
 from .cg import dot, forcing_term, truncated_cg
+from .hessian import rotated_system
 
-__all__ = ["Direction", "RotatedSystem", "rotated_system", "matrix_free_direction", "logits_change",
-           "classifier_rows"]
+__all__ = ["Direction", "matrix_free_direction"]
 
 
 class Direction(NamedTuple):
@@ -41,62 +40,6 @@ class Direction(NamedTuple):
     k: jax.Array      # CG iterations used
     neg: jax.Array    # CG met curvature below −μ
     kneg: jax.Array   # its Rayleigh quotient
-
-
-def logits_change(U, dW, db, sw, bias: bool):
-    """`U dWᵀ + √π dbᵀ`: the change of the (√π-scaled) logits under `(dW, ·, db)`."""
-    y = U @ dW.T
-    return y + sw[:, None] * db[None, :] if bias else y
-
-
-def classifier_rows(dG, dU, dW, db, U, G, sw, lam, mu, bias: bool):
-    """The `(W, b)` rows of `(∇²F + μI) v` given `dG = ∇²ℓ·(logit change)` (THEORY §2):
-    `dGᵀU + GᵀdU + (λ_W + μ) dW` and `√πᵀdG + (λ_b + μ) db` (zeros without a bias). The
-    exact path's Schur product (`newton`) uses them too."""
-    HW = dG.T @ U + G.T @ dU + (lam[0] + mu) * dW
-    Hb = (sw @ dG + (lam[2] + mu) * db) if bias else jnp.zeros_like(db)
-    return HW, Hb
-
-
-def _hvp(W, U, G, curv, sw, lam, mu, loss: Loss, bias: bool):
-    """`v ↦ (∇²F + μI) v` in `(W, U, b)` (THEORY §2, the `√π` variables of `newton`)."""
-
-    def apply(v):
-        dW, dU, db = v
-        dG = loss.hess_matvec(curv, dU @ W.T + logits_change(U, dW, db, sw, bias))
-        HW, Hb = classifier_rows(dG, dU, dW, db, U, G, sw, lam, mu, bias)
-        return HW, dG @ W + G @ dW + (lam[1] + mu) * dU, Hb
-
-    return apply
-
-
-def _jacobi(W, U, curv, w, lam, mu, loss: Loss, bias: bool):
-    """The Hessian's diagonal in the current frame, `(D_W [K, d], D_U [T, d], D_b [K])`."""
-    lw, lh, lb = lam[0], lam[1], lam[2]
-    diag_a = loss.hess_diagonal(curv, None)            # [T, K]: diag ∇²ℓ_s
-    DW = diag_a.T @ (U * U) + lw + mu                   # Σ_s a_sk ũ_sj²
-    DU = loss.hess_diagonal(curv, W) + lh + mu          # diag(W̃ᵀ∇²ℓ_s W̃)
-    Db = (w @ diag_a + lb + mu) if bias else jnp.ones_like(W[:, 0])
-    return DW, DU, Db
-
-
-class RotatedSystem(NamedTuple):
-    """The damped Newton system of one state in the rotated frame (module doc)."""
-    Q: jax.Array      # [d, d] the frame: columns of W and U are rotated by it
-    hvp: Any          # v ↦ (∇²F + μI) v on (W̃, Ũ, b) tuples
-    diag: tuple       # the preconditioner: the Hessian's diagonal (D_W, D_U, D_b)
-    g: tuple          # the gradient in the frame
-
-
-def rotated_system(st, prob, loss: Loss, bias: bool, mu) -> RotatedSystem:
-    """Rotate `newton.State` `st` into the eigenbasis of the balanced Gram matrix and build
-    the Hessian product and its diagonal there."""
-    lam, w = prob.lam, prob.w
-    _, Q = jnp.linalg.eigh(lam[0] * (st.W.T @ st.W) + lam[1] * (st.U.T @ st.U))
-    W, U = st.W @ Q, st.U @ Q
-    g = (st.gW @ Q, st.gU @ Q, st.gb if bias else jnp.zeros_like(st.gb))
-    hvp = _hvp(W, U, st.G, st.curv, jnp.sqrt(w), lam, mu, loss, bias)
-    return RotatedSystem(Q, hvp, _jacobi(W, U, st.curv, w, lam, mu, loss, bias), g)
 
 
 def matrix_free_direction(st, prob, loss: Loss, bias: bool, mu, budget, tol) -> Direction:

@@ -31,12 +31,8 @@ import jax.numpy as jnp
 from ..model.losses import Loss
 from .certificate import gradient_gram_eigenvalues, rho_from_eigenvalues
 from .cg import forcing_term, truncated_cg
-from .matrix_free import (
-    Direction,
-    classifier_rows,
-    logits_change,
-    matrix_free_direction,
-)
+from .hessian import eliminate
+from .matrix_free import Direction, matrix_free_direction
 
 __all__ = ["Problem", "State", "Summary", "METHODS", "value_grad", "block_residual",
            "init_state", "exact_direction", "newton_step", "choose_method", "summarize"]
@@ -146,92 +142,13 @@ _CG_START = 8      # CG iterations of the first step; doubled while CG runs out 
 _STALE_STEPS = 30  # steps without a 10 % better residual or a real decrease of F
 
 
-# -- per-row Cholesky of the prototype blocks -------------------------------------------------
-
-_SCALAR_CHOL_MAX = 12  # unroll the per-row Cholesky up to this rank, else use LAPACK
-
-
-def _chol(E):
-    """Cholesky factor of every `E_s`, `E [T, r, r]` SPD, for `_chol_solve`."""
-    r = E.shape[-1]
-    if r > _SCALAR_CHOL_MAX:
-        return jnp.linalg.cholesky(E)
-    Et = jnp.moveaxis(E, 0, -1)  # [r, r, T]: each entry a contiguous T-vector
-    L = [[None] * r for _ in range(r)]
-    for j in range(r):
-        s = Et[j, j]
-        for k in range(j):
-            s = s - L[j][k] * L[j][k]
-        L[j][j] = jnp.sqrt(s)
-        inv = 1.0 / L[j][j]
-        for i in range(j + 1, r):
-            s = Et[i, j]
-            for k in range(j):
-                s = s - L[i][k] * L[j][k]
-            L[i][j] = s * inv
-    zero = jnp.zeros_like(Et[0, 0])
-    return jnp.stack([jnp.stack([L[i][j] if j <= i else zero for j in range(r)]) for i in range(r)])
-
-
-def _chol_solve(L, y):
-    """Solve `E_s x_s = y_s` for every row, `y [T, r]`, with `L = _chol(E)`."""
-    r = y.shape[-1]
-    if r > _SCALAR_CHOL_MAX:
-        z = jax.lax.linalg.triangular_solve(L, y[..., None], left_side=True, lower=True)
-        return jax.lax.linalg.triangular_solve(L, z, left_side=True, lower=True,
-                                               transpose_a=True)[..., 0]
-    yt = [y[:, i] for i in range(r)]
-    z = [None] * r
-    for i in range(r):
-        s = yt[i]
-        for k in range(i):
-            s = s - L[i, k] * z[k]
-        z[i] = s / L[i, i]
-    x = [None] * r
-    for i in reversed(range(r)):
-        s = z[i]
-        for k in range(i + 1, r):
-            s = s - L[k, i] * x[k]
-        x[i] = s / L[i, i]
-    return jnp.stack(x, -1)
-
-
 # -- the damped Newton step ---------------------------------------------------------------------
-
-
-def _operators(st: State, prob: Problem, loss: Loss, bias: bool, mu):
-    """`D_μ⁻¹` (exact inverse of the damped prototype blocks), `B` and the Schur product."""
-    W, U, G, curv = st.W, st.U, st.G, st.curv
-    sw = jnp.sqrt(prob.w)
-    A = lambda v: loss.hess_matvec(curv, v)
-    # Wᵀ = V R (QR); D_s⁻¹ = (I − VVᵀ)/c + V E_s⁻¹ Vᵀ with E_s = c I + R A_s Rᵀ (r × r)
-    V, R = jnp.linalg.qr(W.T)
-    c = prob.lam[1] + mu
-    E = loss.hess_congruence(curv, R) + c * jnp.eye(R.shape[0], dtype=W.dtype)
-    L = _chol(E)
-
-    def Dinv(y):
-        yV = y @ V
-        return y / c + (_chol_solve(L, yV) - yV / c) @ V.T
-
-    zW, zb = jnp.zeros_like(W), jnp.zeros_like(st.b)
-
-    def Bop(t):  # (W, b)-block of the Hessian applied to (0, t, 0)
-        return classifier_rows(A(t @ W.T), t, zW, zb, U, G, sw, prob.lam, mu, bias)
-
-    def schur(dW, db):  # S_μ v = (H_AA + μ) v − B D_μ⁻¹ Bᵀ v, and u = −D_μ⁻¹ Bᵀ v
-        dy0 = logits_change(U, dW, db, sw, bias)
-        u = -Dinv(A(dy0) @ W + G @ dW)
-        HW, Hb = classifier_rows(A(dy0 + u @ W.T), u, dW, db, U, G, sw, prob.lam, mu, bias)
-        return HW, Hb, u
-
-    return Dinv, Bop, schur
 
 
 def exact_direction(st: State, prob: Problem, loss: Loss, bias: bool, mu, budget,
                     tol) -> Direction:
     """The damped Newton direction with the prototype blocks eliminated exactly."""
-    Dinv, Bop, schur = _operators(st, prob, loss, bias, mu)
+    Dinv, Bop, schur = eliminate(st, prob, loss, bias, mu)
     t = Dinv(st.gU)
     BW, Bb = Bop(t)
     bmask = 1.0 if bias else 0.0

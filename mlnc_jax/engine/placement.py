@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,9 +37,8 @@ from . import interrupts
 from .newton import Problem, choose_method, init_state, newton_step, summarize
 from .watchdog import wait_for
 
-__all__ = ["bucket_rows", "Placer", "ProblemData", "Outcome", "run_problems", "TRACE_COUNT"]
+__all__ = ["bucket_rows", "Placer", "ProblemData", "Outcome", "run_problems"]
 
-TRACE_COUNT = {"init": 0, "advance": 0, "summary": 0, "refill": 0}  # one per compilation
 
 
 def bucket_rows(T: int, minimum: int = 8) -> int:
@@ -141,7 +141,6 @@ class Outcome(NamedTuple):
 
 @partial(jax.jit, static_argnames=("loss", "bias"))
 def _init_slots(W, U, b, prob, tol, theta0, loss: Loss, bias: bool):
-    TRACE_COUNT["init"] += 1
     return jax.vmap(lambda W, U, b, p: init_state(W, U, b, p, tol, theta0, loss, bias))(W, U, b, prob)
 
 
@@ -149,7 +148,6 @@ def _init_slots(W, U, b, prob, tol, theta0, loss: Loss, bias: bool):
 def _advance(state, prob, tol, max_steps, num_steps, loss: Loss, bias: bool, max_cg: int,
              method: str):
     """Up to `num_steps` Newton steps on every slot; returns early once no slot is live."""
-    TRACE_COUNT["advance"] += 1
     step = jax.vmap(lambda st, p: newton_step(st, p, tol, max_steps, loss, bias, max_cg, method))
     body = lambda c: (c[0] + 1, step(c[1], prob))
     over = lambda st: st.done | st.stalled | (st.steps >= max_steps)
@@ -159,14 +157,12 @@ def _advance(state, prob, tol, max_steps, num_steps, loss: Loss, bias: bool, max
 
 @partial(jax.jit, donate_argnums=(0,))
 def _refill(state, fresh, replace):
-    TRACE_COUNT["refill"] += 1
     pick = lambda a, b: jnp.where(replace.reshape(replace.shape + (1,) * (a.ndim - 1)), b, a)
     return jax.tree_util.tree_map(pick, state, fresh)
 
 
 @partial(jax.jit, static_argnames=("loss", "bias"))
 def _summaries(W, U, b, prob, loss: Loss, bias: bool):
-    TRACE_COUNT["summary"] += 1
     return jax.vmap(lambda W, U, b, p: summarize(W, U, b, p, loss, bias))(W, U, b, prob)
 
 
@@ -195,7 +191,7 @@ def _slot_arrays(problems, order, T_pad):
 def run_problems(problems: Sequence[ProblemData], loss: Loss, bias: bool, *, tol: float,
                  max_steps: int, chunk_steps: int, max_cg: int, slots: int, placer: Placer,
                  theta0: float = 1.0, method: str = "auto",
-                 on_progress: Optional[Callable[[int, float], None]] = None) -> list[Outcome]:
+                 on_progress: Callable[[int, float], None] | None = None) -> list[Outcome]:
     """Solve every problem with the Newton core; returns one `Outcome` per problem, in order.
 
     `slots` (a multiple of the device count) caps the vmapped width per bucket;
@@ -204,7 +200,7 @@ def run_problems(problems: Sequence[ProblemData], loss: Loss, bias: bool, *, tol
     ("auto", or one of `newton.METHODS`) picks how Newton directions are found, per bucket
     with "auto" (`newton.choose_method`).
     """
-    out: list[Optional[Outcome]] = [None] * len(problems)
+    out: list[Outcome | None] = [None] * len(problems)
     buckets: dict[int, list[int]] = {}
     for i, p in enumerate(problems):
         buckets.setdefault(bucket_rows(p.w.shape[0]), []).append(i)
@@ -320,6 +316,7 @@ def _run_bucket(problems, members, T_pad, n_slots, loss, bias, tol, max_steps, c
             if on_progress is not None:
                 on_progress(finished, float(np.max(res[live])) if live.any() else _worst_final(out))
         if not slots.active().any():
+            interrupts.check()  # a SIGINT swallowed during the last chunk
             return finished
         active = slots.active()
         t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from ..model.errors import InputError
 from ..model.labels import LabelDistribution
 from ..model.ufm import UFMConfig
 
-__all__ = ["BatchGrid", "batch_grid", "Request", "validate", "check_count", "is_traced"]
+__all__ = ["BatchGrid", "batch_grid", "Request", "validate", "is_traced"]
 
 
 class BatchGrid(NamedTuple):
@@ -91,7 +91,8 @@ def _check_distribution(dist, config: UFMConfig, i: int) -> None:
 
 def validate(distributions, config: UFMConfig, seeds, tol, cert_tol, lambda_w=None,
              lambda_h=None, lambda_b=None) -> Request:
-    """Check everything a solve needs before any compute; raise `InputError` in one line."""
+    """Check the problems of a solve before any compute (`tol`, `cert_tol` come checked in
+    `options.SolveOptions`); raise `InputError` in one line."""
     if not isinstance(config, UFMConfig):
         raise InputError(f"config must be a UFMConfig, got {type(config).__name__}")
     config = config.validate()
@@ -109,9 +110,6 @@ def validate(distributions, config: UFMConfig, seeds, tol, cert_tol, lambda_w=No
         if d.num_classes != dists[0].num_classes:
             raise InputError(f"distributions[{i}] has {d.num_classes} classes, the first has "
                              f"{dists[0].num_classes}")
-    if checks.check_tol(tol, "tol") >= 1:  # relative: 1 or more accepts anything
-        raise InputError(f"tol must be < 1, got {tol!r}")
-    checks.check_cert_tol(cert_tol)
     sd = [checks.check_seed(s, "seeds") for s in _per_problem(seeds, "seeds", 0)]
     lams = [[checks.check_number(x, n) for x in _per_problem(v, n, getattr(config, n))]
             for n, v in (("lambda_w", lambda_w), ("lambda_h", lambda_h), ("lambda_b", lambda_b))]
@@ -128,10 +126,6 @@ def validate(distributions, config: UFMConfig, seeds, tol, cert_tol, lambda_w=No
         if key not in seen:
             seen[key] = _check_distribution(d, config._replace(lambda_b=float(lb)), i if B > 1 else -1)
     return Request(dists, config, sd, lam, float(tol), float(cert_tol))
-
-
-def check_count(name, v, lo):
-    return checks.check_count(v, name, low=lo)
 
 
 def is_traced(*xs) -> bool:

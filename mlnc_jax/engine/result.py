@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import enum
 import warnings
 from typing import Any, NamedTuple
 
@@ -19,11 +20,21 @@ from ..model.ufm import UFMConfig
 from .certificate import rank_diagnosis
 from .requests import Request
 
-__all__ = ["STATUSES", "ConvergenceWarning", "SolveResult", "BatchSolveResult", "verdict",
+__all__ = ["Status", "STATUSES", "ConvergenceWarning", "SolveResult", "BatchSolveResult", "verdict",
            "assemble", "warn_uncertified"]
 
 
-STATUSES = ("certified", "converged_uncertified", "not_converged", "diverged")
+class Status(enum.StrEnum):
+    """How a solve ended (THEORY §2c). str-valued: `status == "certified"`, JSON and numpy
+    string arrays keep working."""
+
+    CERTIFIED = "certified"
+    CONVERGED_UNCERTIFIED = "converged_uncertified"
+    NOT_CONVERGED = "not_converged"
+    DIVERGED = "diverged"
+
+
+STATUSES = tuple(s.value for s in Status)
 
 
 class ConvergenceWarning(RuntimeWarning):
@@ -62,7 +73,7 @@ class SolveResult(NamedTuple):
     def batch_size(self) -> int:
         return int(np.shape(self.objective)[0])
 
-    def item(self, i: int) -> "SolveResult":
+    def item(self, i: int) -> SolveResult:
         """Problem `i` of a batched result, padding rows removed."""
         T = int(np.sum(self.mask[i]))
         pick = [f[i] for f in self[:-1]]
@@ -76,7 +87,7 @@ BatchSolveResult = SolveResult
 def verdict(o, config: UFMConfig, lam, tol, cert_tol, max_steps):
     """`(converged, certified, status, reason)` of THEORY §2c for one outcome."""
     if not o.finite:
-        return False, False, "diverged", "a NaN/inf iterate (check the inputs' scale)"
+        return False, False, Status.DIVERGED, "a NaN/inf iterate (check the inputs' scale)"
     if o.residual > tol:
         why = (f"no progress at residual {o.residual:.2e} (tol below round-off for this problem?)"
                if o.stalled else f"max_steps = {max_steps} spent at residual {o.residual:.2e}")
@@ -84,13 +95,13 @@ def verdict(o, config: UFMConfig, lam, tol, cert_tol, max_steps):
             diag = rank_diagnosis(o.gram_eigenvalues, lam[0], lam[1], config.dim, cert_tol)
             if diag.startswith("d ="):
                 why += "; " + diag
-        return False, False, "not_converged", why
+        return False, False, Status.NOT_CONVERGED, why
     if not config.loss_record.convex:
-        return True, False, "converged_uncertified", \
+        return True, False, Status.CONVERGED_UNCERTIFIED, \
             "a non-convex loss: the certificate of THEORY §3 does not apply"
     if o.certificate <= 1 + cert_tol:
-        return True, True, "certified", ""
-    return True, False, "converged_uncertified", \
+        return True, True, Status.CERTIFIED, ""
+    return True, False, Status.CONVERGED_UNCERTIFIED, \
         f"rho = {o.certificate:.9g} > 1: " + rank_diagnosis(o.gram_eigenvalues, lam[0], lam[1],
                                                               config.dim, cert_tol)
 
@@ -112,7 +123,7 @@ def assemble(outs, backs, req: Request, max_steps) -> SolveResult:
         objective=col("objective"), grad_norm=col("grad_norm"), residual=col("residual"),
         certificate=col("certificate"), converged=np.asarray([v[0] for v in verdicts]),
         certified=np.asarray([v[1] for v in verdicts]),
-        status=np.asarray([v[2] for v in verdicts]), reason=np.asarray([v[3] for v in verdicts]),
+        status=np.asarray([v[2].value for v in verdicts]), reason=np.asarray([v[3] for v in verdicts]),
         steps=col("steps", np.int64), seconds=col("seconds"),
         hessian_products=col("cg_iterations", np.int64), mask=mask)
 

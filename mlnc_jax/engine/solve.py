@@ -7,13 +7,14 @@ optimum is returned with derivatives through it (`engine.implicit`, THEORY §8).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from ..model.errors import InputError
 from ..model.labels import LabelDistribution
 from ..model.ufm import UFMConfig
-from .batch import solve_batch
+from .batch import solve_batch_with
 from .implicit import traced_solve
+from .options import SolveOptions
 from .requests import is_traced
 from .result import SolveResult, warn_uncertified
 
@@ -22,8 +23,8 @@ __all__ = ["solve"]
 
 def solve(dist: LabelDistribution, config: UFMConfig, seed: int = 0, tol: float = 1e-10, *,
           init=None, init_scale: float = 0.1, max_steps: int = 500, max_cg: int = 1024,
-          cert_tol: float = 1e-6, progress: Optional[bool] = False,
-          devices: Optional[Sequence] = None, warn: bool = True,
+          cert_tol: float = 1e-6, progress: bool | None = False,
+          devices: Sequence | None = None, warn: bool = True,
           method: str = "auto") -> SolveResult:
     """Solve one reduced UFM problem (THEORY §2): `solve_batch([dist], ...).item(0)`.
 
@@ -35,16 +36,15 @@ def solve(dist: LabelDistribution, config: UFMConfig, seed: int = 0, tol: float 
     """
     if not isinstance(dist, LabelDistribution):
         raise InputError(f"dist must be a LabelDistribution, got {type(dist).__name__}")
+    opts = SolveOptions(tol, cert_tol, max_steps, max_cg, None, method, init_scale, None,
+                        None if devices is None else tuple(devices), progress, False)
     if is_traced(dist, config):  # inside jax.grad / jacfwd / jacrev / vmap: THEORY §8
-        return traced_solve(dist, config, seed, tol, init=init, max_steps=max_steps,
-                            cert_tol=cert_tol)
+        return traced_solve(dist, config, opts.validated(), seed, init=init)
     if init is not None and not isinstance(init, str):
         if not (isinstance(init, tuple) and len(init) == 3):
             raise InputError("init must be None, 'random', 'mse' or UFMParams(W, H, b)")
         init = [tuple(init)]
-    res = solve_batch([dist], config, seeds=[seed], tol=tol, init=init, init_scale=init_scale,
-                      max_steps=max_steps, max_cg=max_cg, cert_tol=cert_tol, progress=progress,
-                      devices=devices, warn=False, method=method)
+    res = solve_batch_with([dist], config, opts, seeds=[seed], init=init)
     out = res.item(0)
     if warn:
         warn_uncertified(res)

@@ -9,7 +9,7 @@ a distribution that passed here is not checked again by the computations it ente
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -50,7 +50,7 @@ __all__ = [
     "parse_distribution", "parse_label_matrix", "load_label_matrix_file", "memory_limit_bytes",
     "check_memory", "format_bytes", "estimate_solve_bytes", "estimate_spectrum_bytes",
     "estimate_distribution_bytes", "check_json_object", "check_has_labels", "check_min_classes",
-    "expect_keys", "check_list",
+    "expect_keys",
 ]
 
 
@@ -110,7 +110,3 @@ def expect_keys(obj: Mapping, allowed: Iterable[str], what: str) -> None:
         raise InputError(f"unknown key(s) in {what}: {', '.join(map(str, unknown))}")
 
 
-def check_list(value, name: str) -> Sequence[Any]:
-    if not isinstance(value, list):
-        raise InputError(f"{name} must be a list, got {value!r}")
-    return value

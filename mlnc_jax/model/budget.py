@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional
 
 from .errors import InputError
 
@@ -51,7 +50,7 @@ def estimate_distribution_bytes(num_sets: int, num_classes: int) -> float:
 
 
 def estimate_spectrum_bytes(num_classes: int, num_sets: int,
-                            num_multiplicities: Optional[int] = None) -> float:
+                            num_multiplicities: int | None = None) -> float:
     """`spectrum_arrays` holds `M_m`, `C_m` `[n, K, K]` and a temporary of the same size
     (`n` multiplicities: those present, or all `K+1`), plus `[K, K]` matrices and the
     `[T, K]` labels."""

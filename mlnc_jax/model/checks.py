@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -18,8 +18,9 @@ class NotCertifiedError(RuntimeError):
     """A solve that must be a certified global minimiser (e.g. to differentiate it) is not."""
 
 
-class RankChangeError(InputError):
-    """The optimum sits at a rank change (THEORY §8): it is not differentiable there."""
+class RankChangeError(ArithmeticError):
+    """The optimum sits at a rank change (THEORY §8): it is not differentiable there. A fact
+    about the problem's numbers, not bad input (the CLI exits 3 for it)."""
 
 
 class CollectiveTimeoutError(RuntimeError):

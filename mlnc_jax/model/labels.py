@@ -14,8 +14,8 @@ import itertools
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -75,7 +75,7 @@ class LabelDistribution:
         num_classes: int,
         *,
         merge_duplicates: bool = False,
-    ) -> "LabelDistribution":
+    ) -> LabelDistribution:
         """Build from label sets and weights (or counts); rows keep the given order.
 
         Zero-weight sets are dropped. Duplicate sets are rejected unless
@@ -117,7 +117,7 @@ class LabelDistribution:
         return cls(Y, normalise_weights(ww), num_classes)
 
     @classmethod
-    def from_label_matrix(cls, Y) -> "LabelDistribution":
+    def from_label_matrix(cls, Y) -> LabelDistribution:
         """Binary `[N, K]` label matrix → distinct rows with counts.
 
         Rows are ordered by multiplicity, then lexicographically by their sorted labels.
@@ -133,12 +133,12 @@ class LabelDistribution:
         return cls.from_sets([sets[i] for i in idx], counts[idx], Y.shape[1])
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "LabelDistribution":
+    def from_dict(cls, d: Mapping) -> LabelDistribution:
         """Distribution JSON object → distribution (strict types: see `mlnc_jax.io.schema`)."""
         return parse_distribution(d)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "LabelDistribution":
+    def load(cls, path: str | os.PathLike) -> LabelDistribution:
         """Read `{"num_classes": K, "label_sets": [[0], [1, 2], ...], "weights": [...]}`."""
         try:
             with open(path) as f:
@@ -198,7 +198,7 @@ class LabelDistribution:
                 out[s[0]] = i
         return out
 
-    def padded(self, num_sets: int) -> "LabelDistribution":
+    def padded(self, num_sets: int) -> LabelDistribution:
         """Append zero-weight empty rows up to `num_sets` rows (for batching)."""
         T = self.num_sets
         if num_sets < T:

@@ -11,6 +11,8 @@ loss name:
   of the matrix-free path. Built-ins use `diag(a_s) − q_s q_sᵀ` (rank one at most);
   `Loss.from_function` uses the dense `[T, K, K]` Hessian from autodiff.
 * `convex`: the certificate of THEORY §3 applies only to convex losses (§2c).
+* `label_homogeneous`: `ℓ(z, c y) = c ℓ(z, y)` for `c ≥ 0` (PAL), so per-set loss weights
+  can be folded into the labels (`optimum(..., loss_weights=...)`).
 * `ignored_directions(K)`: logit directions the loss ignores (PAL: `1`), `[n, K]`.
 * `collapse_bias(Y, w)` and `collapse_gradients(Y, w)`: the optimal bias `b₀` at
   `W = 0, H = 0` and `g⁰_s = ∇ℓ(b₀, y_s)` (free bias, THEORY §3).
@@ -22,8 +24,9 @@ A record is callable: `loss(z, y)` is `ℓ(z, y)` for one label set.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +34,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Loss", "LOSSES", "pal", "pal_normalized", "bce", "mse", "get_loss", "loss_name"]
+__all__ = ["Loss", "LOSSES", "register_loss", "pal", "pal_normalized", "bce", "mse", "get_loss", "loss_name"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,25 +56,26 @@ class Loss:
     collapse_gradients: Callable
     minimiser_error: Callable
     domain_error: Callable
+    label_homogeneous: bool = False
 
     def __call__(self, z, y):
         """`ℓ(z, y)` for one label set (`z`, `y` of shape `[K]`)."""
         return self.derivatives(z[None], y[None])[0][0]
 
-    def value(self, z, y):
-        return self(z, y)
-
     @staticmethod
     def from_function(name: str, fn: Callable, *, convex: bool = True,
-                      ignored_directions: Optional[Callable] = None,
-                      minimiser_error: Optional[Callable] = None,
-                      domain_error: Optional[Callable] = None) -> "Loss":
+                      ignored_directions: Callable | None = None,
+                      minimiser_error: Callable | None = None,
+                      domain_error: Callable | None = None,
+                      label_homogeneous: bool = False) -> Loss:
         """A loss from `fn(z [K], y [K]) -> scalar`; derivatives by autodiff.
 
         `convex=False` makes every solution "converged_uncertified" (THEORY §2c).
         `minimiser_error(Y, w)` may state the §2b existence rule for a free bias (a message
         or None); without it existence is not checked before solving. The collapse bias
-        `b₀` is found by Newton's method on `Σ_s π_s ℓ(b, y_s)`.
+        `b₀` is found by Newton's method on `Σ_s π_s ℓ(b, y_s)`. `label_homogeneous=True`
+        declares `ℓ(z, c y) = c ℓ(z, y)` (it is not checked). `register_loss` makes the record
+        known by name (CLI, reports, plots).
         """
         if not callable(fn):
             raise InputError(f"Loss.from_function needs a callable, got {fn!r}")
@@ -93,7 +97,7 @@ class Loss:
         return Loss(str(name), derivatives, _dense_matvec, _dense_congruence, _dense_diagonal,
                     bool(convex),
                     ignored_directions or _no_directions, bias, collapse_gradients,
-                    minimiser_error or _always, domain_error or _always)
+                    minimiser_error or _always, domain_error or _always, bool(label_homogeneous))
 
     def __repr__(self) -> str:
         return f"Loss({self.name!r})"
@@ -301,14 +305,15 @@ def _numeric_collapse_bias(derivatives, iters: int = 50):
     return collapse_bias
 
 
-def _builtin(name, derivatives, ignored, bias, collapse_gradients, minimiser, domain=_always):
+def _builtin(name, derivatives, ignored, bias, collapse_gradients, minimiser, domain=_always,
+             homogeneous=False):
     return Loss(name, derivatives, _diag_rank1_matvec, _diag_rank1_congruence,
                 _diag_rank1_diagonal, True, ignored,
-                bias, collapse_gradients, minimiser, domain)
+                bias, collapse_gradients, minimiser, domain, homogeneous)
 
 
 pal = _builtin("pal", _pal_derivatives, _ones_direction, _pal_bias, _pal_collapse_gradients,
-               _unused_class_error)
+               _unused_class_error, homogeneous=True)
 """Pick-all-label cross-entropy (Li et al. 2024): `m·LSE(z) − yᵀz`; invariant to `z + c1`."""
 
 pal_normalized = _builtin("pal_normalized", _pal_normalized_derivatives, _ones_direction,
@@ -325,6 +330,18 @@ mse = _builtin("mse", _mse_derivatives, _no_directions, _mse_bias, _centred_coll
 """Squared error `½‖z − y‖²`."""
 
 LOSSES = {l.name: l for l in (pal, pal_normalized, bce, mse)}
+"""The losses known by name, in the order tables and figures list them; `register_loss` adds."""
+
+
+def register_loss(loss: Loss) -> Loss:
+    """Make `loss` known by its name: `get_loss`, the CLI's `--loss`, reports and plot colours
+    then include it. Refuses a name already taken by another record."""
+    if not isinstance(loss, Loss):
+        raise InputError(f"register_loss needs a Loss record, got {type(loss).__name__}")
+    if LOSSES.get(loss.name, loss) is not loss:
+        raise InputError(f"a loss named {loss.name!r} is already registered")
+    LOSSES[loss.name] = loss
+    return loss
 
 
 def get_loss(loss: Any) -> Loss:

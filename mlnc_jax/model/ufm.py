@@ -40,7 +40,7 @@ class UFMConfig(NamedTuple):
     lambda_b: float = 0.0
     bias: bool = True
 
-    def validate(self) -> "UFMConfig":
+    def validate(self) -> UFMConfig:
         get_loss(self.loss)
         dim = check_int(self.dim, "dim", low=1)
         lw, lh, lb = check_lambdas(self.lambda_w, self.lambda_h, self.lambda_b)

@@ -31,8 +31,9 @@ Both phases run as compiled loops between log-spaced record points, where an opt
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,7 @@ import optax.tree_utils as otu
 
 from ..engine import interrupts
 from ..model.errors import InputError
-from ..model.losses import LOSSES
+from ..model.losses import LOSSES, get_loss
 from ..model.ufm import UFMConfig, UFMParams, per_sample_objective
 
 __all__ = [
@@ -105,9 +106,10 @@ class NetParams(NamedTuple):
 
 
 class TrainConfig(NamedTuple):
-    """Objective (loss, `λ_W`, `λ_H`, `λ_θ`) and optimiser budget (hashable: a jit static)."""
+    """Objective (loss, `λ_W`, `λ_H`, `λ_θ`) and optimiser budget (hashable: a jit static).
+    `loss` is a name of `LOSSES` or any `Loss` record (`Loss.from_function`)."""
 
-    loss: str
+    loss: Any
     lambda_w: float
     lambda_h: float
     lambda_theta: float = 0.0
@@ -156,7 +158,12 @@ def network_objective(params: NetParams, X, Y, mlp: MLPConfig, tc: TrainConfig):
     return F + 0.5 * tc.lambda_theta * _sq(params.layers)
 
 
-_SWITCH = tuple(LOSSES)          # loss order of the traced loss index
+def _loss_table(loss) -> tuple:
+    """The losses one compiled program switches over: the registered `LOSSES` when `loss` is
+    one of them (runs that differ only in the loss share a program), else the record alone."""
+    record = get_loss(loss)
+    table = tuple(LOSSES.values())
+    return table if record in table else (record,)
 
 
 class _Dyn(NamedTuple):
@@ -170,21 +177,22 @@ class _Dyn(NamedTuple):
 
 
 def _dyn(tc: TrainConfig) -> _Dyn:
-    return _Dyn(jnp.asarray(_SWITCH.index(tc.loss), jnp.int32),
+    record = get_loss(tc.loss)
+    return _Dyn(jnp.asarray(_loss_table(record).index(record), jnp.int32),
                 *(jnp.asarray(float(v), jnp.float64) for v in (tc.lambda_w, tc.lambda_h, tc.lambda_theta)))
 
 
 def _static(tc: TrainConfig) -> TrainConfig:
-    """What the compiled loops depend on: the optimiser settings only."""
-    return TrainConfig("pal", 1.0, 1.0, 0.0, 0, tc.learning_rate, 0, tc.rtol, tc.patience, 0)
+    """What the compiled loops depend on: the optimiser settings and the loss table."""
+    return TrainConfig(_loss_table(tc.loss), 1.0, 1.0, 0.0, 0, tc.learning_rate, 0, tc.rtol, tc.patience, 0)
 
 
-def _objective(params, X, Y, mlp, dyn: _Dyn):
-    """`network_objective` with the loss chosen by a traced index among the package's
-    `LOSSES` (`lax.switch`) and traced λ's: the same value (checked in the tests)."""
+def _objective(params, X, Y, mlp, dyn: _Dyn, table: tuple):
+    """`network_objective` with the loss chosen by a traced index into `table`
+    (`lax.switch`) and traced λ's: the same value (checked in the tests)."""
     H = features(params.layers, X, mlp.activation)
     z = H @ params.W.T + params.b
-    loss = lambda zi, yi: jax.lax.switch(dyn.loss_index, [LOSSES[n] for n in _SWITCH], zi, yi)
+    loss = lambda zi, yi: jax.lax.switch(dyn.loss_index, list(table), zi, yi)
     data = jnp.mean(jax.vmap(loss)(z, Y))
     reg = 0.5 * dyn.lambda_w * jnp.sum(params.W**2) \
         + 0.5 * dyn.lambda_h * jnp.sum(H**2) / H.shape[0]
@@ -207,12 +215,12 @@ def adam_step(params: NetParams, opt_state, X, Y, mlp: MLPConfig, tc: TrainConfi
 
 @partial(jax.jit, static_argnames=("mlp", "tc"))
 def _adam_step(params, opt_state, X, Y, mlp, tc, dyn):
-    value, g = jax.value_and_grad(_objective)(params, X, Y, mlp, dyn)
+    value, g = jax.value_and_grad(_objective)(params, X, Y, mlp, dyn, tc.loss)
     updates, opt_state = _adam(tc).update(g, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, value
 
 
-_value = jax.jit(_objective, static_argnames=("mlp",))
+_value = jax.jit(_objective, static_argnames=("mlp", "table"))
 
 
 @partial(jax.jit, static_argnames=("mlp", "tc"))
@@ -227,7 +235,7 @@ def _adam_run(params, opt_state, X, Y, num_steps, mlp, tc, dyn):
 @partial(jax.jit, static_argnames=("mlp", "tc"))
 def _lbfgs_run(params, state, stall, fprev, X, Y, num_steps, mlp, tc, dyn):
     """L-BFGS iterations until `num_steps` or `patience` stalled iterations (in a row)."""
-    f = lambda p: _objective(p, X, Y, mlp, dyn)
+    f = lambda p: _objective(p, X, Y, mlp, dyn, tc.loss)
     opt = _lbfgs()
     vg = optax.value_and_grad_from_state(f)
 
@@ -301,7 +309,7 @@ def train(X, Y, mlp: MLPConfig, tc: TrainConfig, *, seed: int = 0,
         interrupts.check()
         rec["step"].append(step)
         rec["phase"].append(phase)
-        rec["objective"].append(float(_value(p, Xs, Yj, mlp, lt) if value is None else value))
+        rec["objective"].append(float(_value(p, Xs, Yj, mlp, lt, st.loss) if value is None else value))
         if observe is not None:
             rec["observed"].append(np.asarray(observe(p), np.float64).reshape(-1))
 

@@ -200,7 +200,7 @@ def _solve_beta(ms, pim, c, K, tau_k, max_iter=200):
     beta = _ray_start(P)
     f = _g(P, beta)
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
         gr, He = _grad_hess(P, beta)
         step = np.linalg.solve(He, -gr)
         dec = float(-gr @ step)
