@@ -176,7 +176,8 @@ def solve_batch(distributions, config: UFMConfig, seeds=0, tol: float = 1e-10, *
       warn: a `ConvergenceWarning` lists the problems that are not certified.
 
     Returns a `SolveResult` with a leading batch axis."""
-    opts = SolveOptions(tol, cert_tol, max_steps, max_cg, chunk_steps, method, init_scale,
-                        batch_size, None if devices is None else tuple(devices), progress, warn)
+    opts = SolveOptions(tol=tol, cert_tol=cert_tol, max_steps=max_steps, max_cg=max_cg,
+                        chunk_steps=chunk_steps, method=method, init_scale=init_scale,
+                        batch_size=batch_size, devices=devices, progress=progress, warn=warn)
     return solve_batch_with(distributions, config, opts, seeds, lambda_w=lambda_w,
                             lambda_h=lambda_h, lambda_b=lambda_b, init=init)

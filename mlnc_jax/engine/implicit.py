@@ -62,13 +62,14 @@ from .cg import truncated_cg
 from .hessian import (
     Point,
     eliminate,
+    ignored_bias_basis,
     null_projector,
     orbit_coefficients,
     product,
     rotated_system,
 )
 from .newton import Problem, value_grad
-from .options import SolveOptions
+from .options import SolveOptions, check_start
 from .placement import bucket_rows
 from .requests import is_traced
 from .result import SolveResult, Status
@@ -240,6 +241,15 @@ def _accept(op, x, s):
     return tuple(jnp.where(ok, a, jnp.nan) for a in x)
 
 
+def _definite(apply, null, lam):
+    """`apply + c·P_null` (any `c > 0`: definite, the same solution off the null space) and
+    `v ↦ v − P_null v` (the horizontal part)."""
+    shift = lam[0] + 1.0
+    op = lambda v: tuple(h + shift * n for h, n in zip(apply(v), null(v)))
+    horizontal = lambda v: tuple(a - n for a, n in zip(v, null(v)))
+    return op, horizontal
+
+
 def _cg(op, precond, s, max_iter: int, rtol: float):
     """`op(x) = s` by `cg.truncated_cg` from zero (`op` SPD: the null space is shifted)."""
     g = tuple(-a for a in s)
@@ -252,16 +262,10 @@ def _schur_solve(sys: _Tangent, loss: Loss, bias: bool, rhs, max_iter: int, rtol
     CG on the `(W, b)` Schur complement shifted on its null space; `(W, b)` horizontal."""
     pt, lam = sys.pt, sys.prob.lam
     el = eliminate(pt, sys.prob, loss, bias, 0.0)
-    null = null_projector(pt.W, None, loss, bias, lam)
-    shift = lam[0] + 1.0  # any c > 0: S + c·P_null is definite and has the same solution
     bm = 1.0 if bias else 0.0
-
-    def op(v):
-        HW, Hb, _ = el.schur(*v)
-        nW, nb = null(v)
-        return HW + shift * nW, Hb * bm + shift * nb
-
-    horizontal = lambda v: tuple(a - n for a, n in zip(v, null(v)))
+    # without a bias the b-rows of the Schur product are zeros (`hessian.classifier_rows`)
+    op, horizontal = _definite(lambda v: el.schur(*v)[:2],
+                               null_projector(pt.W, None, loss, bias, lam), lam)
     rW, rU, rb = rhs
     BW, Bb = el.Bop(el.Dinv(rU))
     s = horizontal((rW - BW, (rb - Bb) * bm))
@@ -280,13 +284,7 @@ def _full_solve(sys: _Tangent, loss: Loss, bias: bool, rhs, max_iter: int, rtol:
     zero = tuple(jnp.zeros_like(a) for a in (pt.W, pt.U, pt.b))
     Q, hvp, (DW, DU, Db), _ = rotated_system(pt, sys.prob, loss, bias, 0.0, grad=zero)
     Wq, Uq = pt.W @ Q, pt.U @ Q
-    null = null_projector(Wq, Uq, loss, bias, lam)
-    shift = lam[0] + 1.0
-
-    def op(v):
-        return tuple(h + shift * n for h, n in zip(hvp(v), null(v)))
-
-    horizontal = lambda v: tuple(a - n for a, n in zip(v, null(v)))
+    op, horizontal = _definite(hvp, null_projector(Wq, Uq, loss, bias, lam), lam)
     rW, rU, rb = rhs
     s = horizontal((rW @ Q, rU @ Q, rb if bias else jnp.zeros_like(rb)))
     precond = lambda r: (r[0] / DW, r[1] / DU, r[2] / Db)
@@ -333,11 +331,8 @@ def _make_xstar(opts: _Options, loss: Loss, bias: bool, K: int, T: int):
 
 
 def _ignored_projector(loss: Loss, K: int):
-    N = np.asarray(loss.ignored_directions(K), dtype=np.float64).reshape(-1, K)
-    if N.shape[0]:
-        N, _ = np.linalg.qr(N.T)  # orthonormal columns
-        return np.eye(K) - N @ N.T
-    return None
+    N = ignored_bias_basis(loss, K, bias=True)
+    return None if N is None else np.eye(K) - N @ N.T
 
 
 def _lambdas(config: UFMConfig, lambda_w, lambda_h, lambda_b):
@@ -377,8 +372,9 @@ def optimum(dist: LabelDistribution, config: UFMConfig, *, lambda_w=None, lambda
     (`method`): on the matrix-free path no `[T, d, d]` tensor is built. See the module
     docstring.
     """
-    opts = SolveOptions(tol, cert_tol, max_steps, max_cg, None, method, init_scale, None,
-                        None if devices is None else tuple(devices), progress, False)
+    opts = SolveOptions(tol=tol, cert_tol=cert_tol, max_steps=max_steps, max_cg=max_cg,
+                        method=method, init_scale=init_scale, devices=devices,
+                        progress=progress, warn=False)
     return _optimum(dist, config, opts.validated(), lambda_w, lambda_h, lambda_b, seed, init,
                     rank_gap_tol, loss_weights)
 
@@ -386,6 +382,7 @@ def optimum(dist: LabelDistribution, config: UFMConfig, *, lambda_w=None, lambda
 def _optimum(dist, config, solve_opts: SolveOptions, lambda_w, lambda_h, lambda_b, seed, init,
              rank_gap_tol, loss_weights) -> Optimum:
     _check_inputs(dist, config)
+    check_start(init)  # here, not first inside the host callback
     cfg = _static_config(config)
     loss, bias = cfg.loss_record, cfg.bias
     lam = _lambdas(config, lambda_w, lambda_h, lambda_b)

@@ -36,8 +36,9 @@ def solve(dist: LabelDistribution, config: UFMConfig, seed: int = 0, tol: float 
     """
     if not isinstance(dist, LabelDistribution):
         raise InputError(f"dist must be a LabelDistribution, got {type(dist).__name__}")
-    opts = SolveOptions(tol, cert_tol, max_steps, max_cg, None, method, init_scale, None,
-                        None if devices is None else tuple(devices), progress, False)
+    opts = SolveOptions(tol=tol, cert_tol=cert_tol, max_steps=max_steps, max_cg=max_cg,
+                        method=method, init_scale=init_scale, devices=devices,
+                        progress=progress, warn=False)
     if is_traced(dist, config):  # inside jax.grad / jacfwd / jacrev / vmap: THEORY §8
         return traced_solve(dist, config, opts.validated(), seed, init=init)
     if init is not None and not isinstance(init, str):
