@@ -181,7 +181,9 @@ def test_vmap_over_a_batch_of_distributions():
     g = jax.vmap(jax.grad(q, argnums=1))(Y, w)
     for i in range(2):
         gi = jax.grad(q, argnums=1)(Y[i], w[i])
-        np.testing.assert_allclose(np.asarray(g[i]), np.asarray(gi), rtol=1e-10, atol=1e-12)
+        # two certified solves (batched and alone) agree to the optimum's accuracy, about
+        # TOL / LAM (a residual over the smallest curvature λ), and so do their derivatives
+        np.testing.assert_allclose(np.asarray(g[i]), np.asarray(gi), rtol=10 * TOL / LAM)
 
 
 def test_gauge_is_horizontal():

@@ -44,6 +44,7 @@ it when `δ < rank_gap_tol`.
 
 from __future__ import annotations
 
+import ctypes
 import math
 from functools import partial
 from typing import Any, NamedTuple
@@ -171,6 +172,15 @@ def _check_one(opts: _Options, Y, pi, lam, res, where: str = ""):
     return W, U, b, info
 
 
+def _release_heap() -> None:
+    """Give the solve's freed buffers back to the system (glibc keeps them otherwise): the
+    tangent programs compiled next would stack their heap on top (bench/derivatives.py)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def _host_solve(opts: _Options, Y, pi, lam):
     """Certified `(W, U, b, info)` for every problem: leading axes (from `vmap`, possibly of
     size 1 where an argument is not batched) broadcast and go to one `solve_batch`."""
@@ -186,6 +196,7 @@ def _host_solve(opts: _Options, Y, pi, lam):
     res = solve_batch_with([LabelDistribution(Yb[i], pib[i], K) for i in range(B)], opts.config,
                            opts.solve, seeds=opts.seed, init=init, lambda_w=lamb[:, 0],
                            lambda_h=lamb[:, 1], lambda_b=lamb[:, 2])
+    _release_heap()
     outs = [_check_one(opts, Yb[i], pib[i], lamb[i], res.item(i),
                        f"problem {i} of the batch: " if B > 1 else "") for i in range(B)]
     return tuple(np.stack([o[k] for o in outs]).reshape(lead + outs[0][k].shape)
@@ -293,11 +304,36 @@ def _full_solve(sys: _Tangent, loss: Loss, bias: bool, rhs, max_iter: int, rtol:
     return (xW - Wq @ A) @ Q.T, (xU - Uq @ A) @ Q.T, xb
 
 
+# One compiled program each for the tangent's right side and its solve: `jax.grad` called
+# outside `jit` would otherwise run them primitive by primitive, compiling hundreds of small
+# programs whose heap outgrows the solve's own (THEORY §8, bench/derivatives.py).
+@partial(jax.jit, static_argnames=("loss", "bias"))
+def _tangent_rhs(x, Y, pi, lam, dY, dpi, dlam, *, loss: Loss, bias: bool):
+    """`−∂_θ ∇_x F · θ̇`, linear in the tangents `(dY, dπ, dλ)`."""
+    _, dg = jax.jvp(lambda y, p, l: _grad_x(x, y, p, l, loss, bias), (Y, pi, lam),
+                    (dY, dpi, dlam))
+    # every block must be linear in the tangents for the transpose (without a bias,
+    # ∂_θ∇_b F is the constant 0): add an exact linear zero
+    zero = 0.0 * (jnp.sum(dY) + jnp.sum(dpi) + jnp.sum(dlam))
+    return tuple(zero - a for a in dg)
+
+
+@partial(jax.jit, static_argnames=("loss", "bias"))
+def _tangent_product(x, Y, pi, lam, v, *, loss: Loss, bias: bool):
+    return _tangent_system(x, Y, pi, lam, loss, bias).product(v)
+
+
+@partial(jax.jit, static_argnames=("loss", "bias", "exact", "max_iter"))
+def _tangent_solve(x, Y, pi, lam, rhs, *, loss: Loss, bias: bool, exact: bool, max_iter: int):
+    """`∇²F(x) v = rhs` on the engine's path (`_schur_solve` or `_full_solve`)."""
+    solver = _schur_solve if exact else _full_solve
+    return solver(_tangent_system(x, Y, pi, lam, loss, bias), loss, bias, rhs, max_iter)
+
+
 def _make_xstar(opts: _Options, loss: Loss, bias: bool, K: int, T: int):
     """`(Y, π, λ) ↦ (W, U, b, info)` with the implicit-function JVP of THEORY §8."""
     d = opts.config.dim
     exact = opts.solve.method == "exact"
-    solver = _schur_solve if exact else _full_solve
     max_iter = 10 * (K * d + K + (0 if exact else T * d)) + 200
 
     @jax.custom_jvp
@@ -310,16 +346,11 @@ def _make_xstar(opts: _Options, loss: Loss, bias: bool, K: int, T: int):
         dY, dpi, dlam = tangents
         W, U, b, info = xstar(Y, pi, lam)
         x = (W, U, b)
-        # −∂_θ ∇_x F · θ̇, linear in the tangents (θ = label rows, π, λ)
-        _, dg = jax.jvp(lambda y, p, l: _grad_x(x, y, p, l, loss, bias), (Y, pi, lam),
-                        (dY, dpi, dlam))
-        # every block of the right side must be linear in the tangents for the transpose
-        # (without a bias, ∂_θ∇_b F is the constant 0): add an exact linear zero
-        zero = 0.0 * (jnp.sum(dY) + jnp.sum(dpi) + jnp.sum(dlam))
-        rhs = tuple(zero - a for a in dg)
-        sys = _tangent_system(x, Y, pi, lam, loss, bias)
-        solve = lambda mv, r: solver(sys, loss, bias, r, max_iter)
-        dW, dU, db = jax.lax.custom_linear_solve(sys.product, rhs, solve, symmetric=True)
+        rhs = _tangent_rhs(x, Y, pi, lam, dY, dpi, dlam, loss=loss, bias=bias)
+        matvec = lambda v: _tangent_product(x, Y, pi, lam, v, loss=loss, bias=bias)
+        solve = lambda mv, r: _tangent_solve(x, Y, pi, lam, r, loss=loss, bias=bias,
+                                             exact=exact, max_iter=max_iter)
+        dW, dU, db = jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True)
         if not bias:
             db = jnp.zeros_like(db)
         return (W, U, b, info), (dW, dU, db, jnp.zeros_like(info))
