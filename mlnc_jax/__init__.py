@@ -49,11 +49,12 @@ from .model.errors import (
 from .model.labels import (
                            LabelDistribution,
                            balanced,
+                           multiclass,
                            random_correlated,
                            sample_labels,
                            singleton_imbalance,
 )
-from .model.losses import LOSSES, Loss, bce, get_loss, mse, pal, pal_normalized, register_loss
+from .model.losses import LOSS_ALIASES, LOSSES, Loss, bce, get_loss, mse, pal, pal_normalized, register_loss
 from .model.ufm import (
                            UFMConfig,
                            UFMParams,
@@ -89,12 +90,12 @@ __all__ = [
     "nc_metrics", "procrustes", "real_label_tables", "real_metadata", "relative_error",
     "spectrum_arrays", "spectrum_to_json", "symmetric_pal", "symmetric_pal_closed_form",
     "synthesis_report", "tagwise_angles",
-    "ClosedForm", "CollectiveTimeoutError", "FlowTrace", "InputError", "LOSSES", "LabelDistribution", "Loss", "STATUSES", "Status",
+    "ClosedForm", "CollectiveTimeoutError", "FlowTrace", "InputError", "LOSS_ALIASES", "LOSSES", "LabelDistribution", "Loss", "STATUSES", "Status",
     "SolveResult", "get_loss",
     "SolverDivergedError", "UFMConfig", "UFMParams", "balanced", "bce", "certificate",
     "closed_form", "collapse_threshold", "estimate_step_size", "gradient_flow",
     "gradient_matrix", "init_params", "logits", "mse", "mse_closed_form", "objective",
-    "pal", "pal_normalized", "per_sample_objective", "register_loss", "random_correlated", "sample_labels",
+    "multiclass", "pal", "pal_normalized", "per_sample_objective", "register_loss", "random_correlated", "sample_labels",
     "singleton_imbalance", "solve",
     "NotCertifiedError", "Optimum", "RankChangeError", "optimum", "simplex_etf_distance",
     "tagwise_residuals",

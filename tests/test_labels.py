@@ -13,6 +13,22 @@ from mlnc_jax.model import labels as L
 from mlnc_jax.model.errors import InputError
 from mlnc_jax.model.labels import LabelDistribution
 
+# -- multiclass ----------------------------------------------------------------------------
+
+
+def test_multiclass_is_one_singleton_per_class_with_count_weights():
+    d = L.multiclass([10, 10, 1, 1])
+    assert d.num_classes == 4 and d.num_sets == 4
+    np.testing.assert_array_equal(np.asarray(d.label_sets), np.eye(4))
+    np.testing.assert_allclose(np.asarray(d.weights), np.array([10, 10, 1, 1]) / 22, rtol=1e-15)
+
+
+@pytest.mark.parametrize("counts", [[3], [3, 0], [3, -1], [3, float("nan")], [[1, 2]]])
+def test_multiclass_refuses_bad_counts(counts):
+    with pytest.raises(InputError):
+        L.multiclass(counts)
+
+
 # -- from_sets -----------------------------------------------------------------------------
 
 

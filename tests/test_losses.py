@@ -95,8 +95,20 @@ def test_losses_stable_at_large_logits(name, scale):
 
 
 def test_get_loss_unknown():
-    with pytest.raises(InputError, match="unknown loss 'ce'"):
-        losses.get_loss("ce")
+    with pytest.raises(InputError, match="unknown loss 'softmax'"):
+        losses.get_loss("softmax")
+
+
+def test_ce_is_pal_and_softmax_cross_entropy_on_singletons():
+    assert losses.get_loss("ce") is losses.pal
+    assert ufm.UFMConfig("ce", 3, 1e-2, 1e-2).loss_record is losses.pal
+    z = jnp.asarray(Z)
+    onehot = jnp.eye(K)[np.arange(Z.shape[0]) % K]
+    l, _, _ = losses.pal.derivatives(z, onehot)
+    ce = -jnp.sum(onehot * jax.nn.log_softmax(z), axis=1)
+    np.testing.assert_allclose(np.asarray(l), np.asarray(ce), rtol=1e-13)
+    with pytest.raises(InputError, match="already registered"):
+        losses.register_loss(losses.Loss.from_function("ce", lambda z, y: jnp.sum(z * y)))
 
 
 # -- gradients against central finite differences (float64) ---------------------------------

@@ -28,7 +28,7 @@ from ..model.errors import (
     RankChangeError,
     SolverDivergedError,
 )
-from ..model.losses import LOSSES
+from ..model.losses import LOSS_ALIASES, LOSSES
 
 __all__ = ["main", "build_parser"]
 
@@ -84,7 +84,7 @@ def _add_problem_args(p, *, loss_required=True, dim_required=True):
     p.add_argument("--labels", required=True, metavar="DIST.json",
                    help='label distribution file {"num_classes": K, "label_sets": [[0], [1, 2]], '
                    '"weights": [...]}, or a shipped table name (e.g. voc2007_trainval)')
-    p.add_argument("--loss", required=loss_required, choices=tuple(LOSSES), default=None)
+    p.add_argument("--loss", required=loss_required, choices=(*LOSSES, *LOSS_ALIASES), default=None)
     if dim_required:
         p.add_argument("--dim", required=True, type=_positive_int("--dim"), metavar="D")
     p.add_argument("--lambda-w", required=True, type=_nonneg_float("--lambda-w"), metavar="LW")

@@ -33,6 +33,7 @@ from .errors import InputError
 __all__ = [
     "LabelDistribution",
     "balanced",
+    "multiclass",
     "singleton_imbalance",
     "random_correlated",
     "sample_labels",
@@ -237,6 +238,23 @@ def balanced(num_classes: int, multiplicity_mass: Mapping[int, float]) -> LabelD
     mm = _check_mass(multiplicity_mass, num_classes)
     sets, w = _uniform_subsets(num_classes, mm)
     return LabelDistribution.from_sets(sets, w, num_classes)
+
+
+def multiclass(counts: Sequence[float] | np.ndarray) -> LabelDistribution:
+    """Multi-class data as a label distribution: one singleton `{k}` per class with weight
+    `n_k / Σ n` (THEORY §1). On it PAL is softmax cross-entropy (the loss name `"ce"`), so
+    the multi-class results of the literature are special cases (README, *Conventions*).
+
+    `counts` are the per-class sample counts `n_k` (or any positive weights), `K = len(counts)`.
+    """
+    n = np.asarray(counts, dtype=np.float64)
+    if n.ndim != 1 or n.size < 2:
+        raise InputError(f"counts must be a list of at least two class counts, got shape {n.shape}")
+    bad = np.flatnonzero(~(np.isfinite(n) & (n > 0)))
+    if bad.size:
+        raise InputError(f"every class needs a positive, finite count: class {bad[0]} has "
+                         f"{n[bad[0]]!r}")
+    return LabelDistribution.from_sets([(k,) for k in range(n.size)], n / n.sum(), n.size)
 
 
 def _uniform_subsets(num_classes: int, mm: Mapping[int, float], skip=()):

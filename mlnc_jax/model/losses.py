@@ -34,7 +34,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Loss", "LOSSES", "register_loss", "pal", "pal_normalized", "bce", "mse", "get_loss", "loss_name"]
+__all__ = ["Loss", "LOSSES", "LOSS_ALIASES", "register_loss", "pal", "pal_normalized", "bce", "mse", "get_loss", "loss_name"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -333,12 +333,17 @@ LOSSES = {l.name: l for l in (pal, pal_normalized, bce, mse)}
 """The losses known by name, in the order tables and figures list them; `register_loss` adds."""
 
 
+LOSS_ALIASES = {"ce": "pal"}
+"""Other names of a loss. `ce`: softmax cross-entropy, which is PAL on singleton label sets
+(`m = 1`: `LSE(z) − z_k`), the multi-class loss of the literature (`mj.multiclass`)."""
+
+
 def register_loss(loss: Loss) -> Loss:
     """Make `loss` known by its name: `get_loss`, the CLI's `--loss`, reports and plot colours
     then include it. Refuses a name already taken by another record."""
     if not isinstance(loss, Loss):
         raise InputError(f"register_loss needs a Loss record, got {type(loss).__name__}")
-    if LOSSES.get(loss.name, loss) is not loss:
+    if LOSSES.get(loss.name, loss) is not loss or loss.name in LOSS_ALIASES:
         raise InputError(f"a loss named {loss.name!r} is already registered")
     LOSSES[loss.name] = loss
     return loss
@@ -348,8 +353,8 @@ def get_loss(loss: Any) -> Loss:
     """The `Loss` record for a name of `LOSSES` or a `Loss` itself."""
     if isinstance(loss, Loss):
         return loss
-    if isinstance(loss, str) and loss in LOSSES:
-        return LOSSES[loss]
+    if isinstance(loss, str) and LOSS_ALIASES.get(loss, loss) in LOSSES:
+        return LOSSES[LOSS_ALIASES.get(loss, loss)]
     raise InputError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)} "
                      "or build one with Loss.from_function")
 
