@@ -8,6 +8,7 @@ FIGURES = (
     "convergence",
     "synthesis_vs_imbalance",
     "kappa_stability",
+    "kappa_bound",
     "phase_diagram",
     "real_labels",
     "symmetric_pal",
