@@ -34,9 +34,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mlnc_jax import UFMConfig, mse_closed_form
-from mlnc_jax.measure.geometry import centred_singular_values, geometry_stability
+from mlnc_jax.measure.geometry import (
+    centred_singular_values,
+    geometry_stability,
+    mse_contrast_shrinkage,
+)
 from mlnc_jax.model.labels import LabelDistribution
-from mlnc_jax.theory.spectra import contrast_basis
 
 from ._common import LOSS_COLORS, certified_note, finish, not_certified, note, solve_grid
 
@@ -94,11 +97,8 @@ def mse_bound(dist, config, m):
     cf = mse_closed_form(dist, config)
     P = cf.params
     g = geometry_stability(P.W, P.H, P.b, dist)
-    lam, U = cf.eigenvalues, cf.eigenvectors
-    phi = np.where(lam > config.tau**2, 1 - config.tau / np.sqrt(np.maximum(lam, 1e-300)), 0.0)
-    Q = contrast_basis(dist.num_classes)
-    s = np.linalg.svd(Q.T @ ((U * phi) @ U.T) @ Q, compute_uv=False).min()
-    return g.contrast_separation[m], g.kappa[m] * s**2
+    return g.contrast_separation[m], g.kappa[m] * mse_contrast_shrinkage(
+        cf.eigenvalues, cf.eigenvectors, config.tau)
 
 
 def _panel(dists, Ks, config, cfg):

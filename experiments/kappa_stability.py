@@ -23,9 +23,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mlnc_jax import UFMConfig, mse_closed_form
-from mlnc_jax.measure.geometry import centred_singular_values, geometry_stability
+from mlnc_jax.measure.geometry import (
+    centred_singular_values,
+    geometry_stability,
+    mse_contrast_shrinkage,
+)
 from mlnc_jax.model.labels import LabelDistribution
-from mlnc_jax.theory.spectra import contrast_basis
 
 from ._common import (
     LOSS_COLORS,
@@ -90,11 +93,7 @@ def _measures(W, H, b, dist, rtol):
 
 def _lower_bound(cf, config, K):
     """κ_2 · s_min(P B |_{1^⊥})², B = Σ_j φ_j u_j u_jᵀ (geometry module docstring)."""
-    lam, U = cf.eigenvalues, cf.eigenvectors
-    phi = np.where(lam > config.tau**2, 1 - config.tau / np.sqrt(np.maximum(lam, 1e-300)), 0.0)
-    B = (U * phi) @ U.T
-    Q = contrast_basis(K)
-    return float(np.linalg.svd(Q.T @ B @ Q, compute_uv=False).min() ** 2)
+    return mse_contrast_shrinkage(cf.eigenvalues, cf.eigenvectors, config.tau)
 
 
 def compute(cfg: Config, progress=None):

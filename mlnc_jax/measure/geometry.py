@@ -41,13 +41,15 @@ import numpy as np
 from ..model.labels import LabelDistribution
 from ..theory.spectra import (
     array_module,
+    contrast_basis,
     contrast_spectrum,
     multiplicity_onehot,
     spectrum_arrays,
 )
 
 __all__ = ["ContrastSeparation", "GeometryStability", "contrast_separation",
-           "centred_singular_values", "min_pair_separation", "geometry_stability"]
+           "centred_singular_values", "min_pair_separation", "geometry_stability",
+           "mse_contrast_shrinkage"]
 
 
 class ContrastSeparation(NamedTuple):
@@ -141,3 +143,13 @@ def geometry_stability(W, H, b, dist: LabelDistribution) -> GeometryStability:
     s, smin, rank = centred_singular_values(H, w)
     return GeometryStability(sig, float(cs.overall), kap, float(sp.kappa_all), ratio,
                              s, float(smin), int(rank), float(min_pair_separation(H, w)))
+
+
+def mse_contrast_shrinkage(eigenvalues, eigenvectors, tau: float) -> float:
+    """`s_min(P B|_{1^⊥})²`, `B = Σ_j φ_j u_j u_jᵀ`, `φ_j = (1 − τ/√λ_j)_+` from the §4
+    eigenpairs of `Σ` (THEORY §4): the factor of the MSE bound `σ_m ≥ κ_m · s_min²` (module
+    docstring)."""
+    lam, U = np.asarray(eigenvalues), np.asarray(eigenvectors)
+    phi = np.where(lam > tau**2, 1 - tau / np.sqrt(np.maximum(lam, 1e-300)), 0.0)
+    Q = contrast_basis(U.shape[0])
+    return float(np.linalg.svd(Q.T @ ((U * phi) @ U.T) @ Q, compute_uv=False).min() ** 2)

@@ -29,14 +29,19 @@ CONVENTIONS = {
                      "N = nK samples",
         "lambda_w": "λ_W", "lambda_h": "N·λ_H", "lambda_b": "λ_b", "bias": True},
     "Fang 2021": {
-        "objective": "layer-peeled: (1/N) Σ CE s.t. (1/K)Σ‖w_k‖² ≤ E_W, (1/N)Σ‖h_i‖² ≤ E_H "
-                     "(norm constraints; not read here)",
-        "lambda_w": "Lagrange multiplier of E_W", "lambda_h": "multiplier of E_H",
+        "objective": "layer-peeled: (1/N) Σ CE s.t. (1/K)Σ‖w_k‖² ≤ E_W, "
+                     "(1/K)Σ_k (1/n_k)Σ_i‖h_{k,i}‖² ≤ E_H (constraints, no bias)",
+        "lambda_w": "Lagrange multiplier of E_W",
+        "lambda_h": "multiplier of E_H; one λ_H only for equal counts (theory/imbalance.py)",
         "lambda_b": "none", "bias": False},
-    "Thrampoulidis 2022": {"objective": "not read here", "lambda_w": "?", "lambda_h": "?",
-                           "lambda_b": "?", "bias": None},
-    "Hong & Ling 2023": {"objective": "not read here", "lambda_w": "?", "lambda_h": "?",
-                         "lambda_b": "?", "bias": None},
+    "Thrampoulidis 2022": {
+        "objective": "Σ_i CE(W h_i, y_i) + λ_W/2 ‖W‖² + λ_H/2 ‖H‖² (sum over N samples), "
+                     "λ → 0",
+        "lambda_w": "λ_W/N", "lambda_h": "λ_H", "lambda_b": "none", "bias": False},
+    "Hong & Ling 2023": {
+        "objective": "regularised CE UFM; the minority-collapse threshold stated in THEORY §2 "
+                     "variables, n_B/N ≤ λ_W λ_H (theory/imbalance.py)",
+        "lambda_w": "λ_W", "lambda_h": "λ_H", "lambda_b": "any", "bias": None},
     "Dang 2023": {
         "objective": "(1/2N) ‖W H − Y‖² + λ_W/2 ‖W‖² + λ_H/2 ‖H‖² (one layer, no bias)",
         "lambda_w": "λ_W", "lambda_h": "N·λ_H", "lambda_b": "none", "bias": False},
@@ -51,13 +56,14 @@ def zhu_lambda_h_ours(K: int, n: int, lambda_h_paper: float) -> float:
     return float(n * K * lambda_h_paper)
 
 
-def _bisect(f, lo: float, hi: float, iters: int = 200) -> float:
-    """Root of an increasing `f` on `[lo, hi]` (`f(lo) < 0 < f(hi)`), to the last bit."""
+def _bisect(f, lo, hi, iters: int = 200):
+    """Root of an increasing `f` on `[lo, hi]` (`f(lo) < 0 < f(hi)`), elementwise for arrays;
+    200 halvings reach the last bit of any float64 bracket."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+        neg = f(mid) < 0
+        lo, hi = np.where(neg, mid, lo), np.where(neg, hi, mid)
     return 0.5 * (lo + hi)
 
 
@@ -161,12 +167,7 @@ def _li_betas(K: int, ms: np.ndarray, rho: float, lambda_h: float) -> np.ndarray
         e = np.exp(-beta * kap)
         return -kap * e / (ms + (K - ms) * e) + lambda_h * beta / ((K - 1) * rho)
 
-    lo, hi = np.zeros_like(ms), kap * (K - 1) * rho / (lambda_h * ms)
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        neg = grad(mid) < 0
-        lo, hi = np.where(neg, mid, lo), np.where(neg, hi, mid)
-    return 0.5 * (lo + hi)
+    return _bisect(grad, np.zeros_like(ms), kap * (K - 1) * rho / (lambda_h * ms))
 
 
 def li_pal_constants(K: int, masses: dict, lambda_w: float, lambda_h: float) -> LiPAL:
@@ -196,7 +197,7 @@ def li_pal_constants(K: int, masses: dict, lambda_w: float, lambda_h: float) -> 
     hi = 1.0
     while dv(hi) < 0:
         hi *= 2.0
-    rho = _bisect(dv, 0.0, hi)
+    rho = float(_bisect(dv, 0.0, hi))
     beta = _li_betas(K, ms, rho, lambda_h)
     kap = K / (K - 1)
     return LiPAL(rho, {m: float(b / rho) for m, b in zip(inner, beta)},
