@@ -203,7 +203,16 @@ _SHARDED = textwrap.dedent("""
     one = solve_batch(dists, cfg, devices=jax.devices()[:1], batch_size=8, **kw)
     diff = {k: float(np.max(np.abs(np.asarray(getattr(many, k), float)
                                    - np.asarray(getattr(one, k), float))))
-            for k in ("W", "H", "b", "objective", "residual", "certificate", "steps")}
+            for k in ("objective", "residual", "certificate", "steps")}
+    # the optimum is unique up to a rotation of the feature space (THEORY §2) and, for PAL
+    # with λ_b = 0, a common shift of the bias: compare what these leave, W Wᵀ, H Hᵀ, the
+    # logits H Wᵀ and the centred bias
+    centred = lambda b: np.asarray(b) - np.asarray(b).mean(-1, keepdims=True)
+    diff["Pb"] = float(np.max(np.abs(centred(many.b) - centred(one.b))))
+    gram = lambda A, B: np.einsum("nkd,njd->nkj", np.asarray(A), np.asarray(B))
+    for k, (a, b) in {"WWt": ("W", "W"), "HHt": ("H", "H"), "HWt": ("H", "W")}.items():
+        diff[k] = float(np.max(np.abs(gram(getattr(many, a), getattr(many, b))
+                                      - gram(getattr(one, a), getattr(one, b)))))
     print(json.dumps({"devices": len(jax.devices()), "diff": diff,
                       "converged": bool(np.all(many.converged)) and bool(np.all(one.converged))}))
 """)
@@ -223,9 +232,14 @@ def test_sharded_over_four_devices_equals_single_device(tmp_path):
     res = _on_four_host_devices(_SHARDED, 300)
     assert res["devices"] == 4 and res["converged"]
     # the same iteration runs on every shard (only the per-device batch shape differs):
-    # results agree to round-off
+    # results agree to round-off. W and H themselves are not compared: the Schur
+    # complement's null space is the rotation symmetry, and a tight CG forcing term
+    # (`cg.forcing_term`) amplifies round-off there by 1/μ, which moves W, H along the
+    # rotation orbit (measured 2e-9; the bias's common shift likewise) and leaves every
+    # invariant to 1e-13
+    assert res["diff"]["steps"] == 0
     for k, v in res["diff"].items():
-        assert v <= (1e-9 if k in ("W", "H", "b") else 1e-12), (k, v)
+        assert v <= 1e-12, (k, v)
 
 
 _ROWS = textwrap.dedent("""

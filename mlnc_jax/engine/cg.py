@@ -24,11 +24,15 @@ def dot(x, y):
     return sum(jnp.sum(a * b) for a, b in zip(x, y))
 
 
-def forcing_term(residual, tol):
+def forcing_term(residual, tol, cap=0.5):
     """CG's relative tolerance `η`: `√residual` (superlinear Newton convergence), but no
     tighter than the last step needs, `0.1·tol/residual` (the residual may have only a
-    few decades left to fall: asking CG for more costs Hessian products and buys nothing)."""
-    return jnp.minimum(0.5, jnp.maximum(jnp.sqrt(residual), 0.1 * tol / residual))
+    few decades left to fall: asking CG for more costs Hessian products and buys nothing),
+    and at most `cap` (the Newton state tightens it while steps fail to halve the residual:
+    under vanishing regularization the directions of curvature `O(λ)` that the residual
+    waits for are the last ones CG resolves)."""
+    eta = jnp.maximum(jnp.sqrt(residual), 0.1 * tol / residual)
+    return jnp.minimum(jnp.minimum(0.5, cap), eta)
 
 
 class CGResult(NamedTuple):

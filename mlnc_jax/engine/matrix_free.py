@@ -46,7 +46,7 @@ def matrix_free_direction(st, prob, loss: Loss, bias: bool, mu, budget, tol) -> 
     """The damped Newton direction of `newton.State` `st` by matrix-free PCG (module doc)."""
     Q, hvp, (DW, DU, Db), g = rotated_system(st, prob, loss, bias, mu)
     precond = lambda r: (r[0] / DW, r[1] / DU, r[2] / Db)
-    eta = forcing_term(st.residual, tol)
+    eta = forcing_term(st.residual, tol, st.eta_cap)
     # curvature below −μ at once: the preconditioned gradient step −precond(g)
     c = truncated_cg(lambda d: (hvp(d), ()), precond, g, (), eta, budget, st.done, 1.0)
     pW, pU, pb = c.p

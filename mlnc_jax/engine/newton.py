@@ -34,7 +34,7 @@ from .cg import forcing_term, truncated_cg
 from .hessian import eliminate
 from .matrix_free import Direction, matrix_free_direction
 
-__all__ = ["Problem", "State", "Summary", "METHODS", "value_grad", "block_residual",
+__all__ = ["Problem", "State", "Summary", "METHODS", "value_grad", "block_residual", "gradient_roundoff",
            "init_state", "exact_direction", "newton_step", "choose_method", "summarize"]
 
 
@@ -64,6 +64,9 @@ class State(NamedTuple):
     stale: jax.Array     # consecutive steps without progress
     cg_budget: jax.Array  # CG iterations allowed in the next step (adapts, ≤ max_cg)
     cg_total: jax.Array   # CG iterations spent so far (Hessian products: the cost measure)
+    lag: jax.Array        # consecutive steps that did not halve the best residual
+    eta_cap: jax.Array    # CG's forcing tolerance at most this; ÷10 per lagging step
+    #                       (`cg.forcing_term`)
 
 
 class Summary(NamedTuple):
@@ -109,36 +112,59 @@ def value_grad(W, U, b, prob: Problem, loss: Loss, bias: bool):
     return f, gW, gU, gb, G, curv
 
 
-def block_residual(W, U, b, gW, gU, gb, G, prob: Problem, bias: bool):
-    """Largest relative block residual of THEORY §2c (see the module docstring)."""
+_ROUNDOFF = 4 * 2.0**-52  # a few ulps: what a computed residual carries at its best
+
+
+def gradient_roundoff(W, U, b, curv, prob: Problem, loss: Loss, bias: bool):
+    """`‖δg_s‖` per set: the loss gradient's round-off, `∇²ℓ_s` applied to the error bound
+    `ε(|W||h_s| + |b|)` of the computed logits (THEORY §2c: under vanishing regularization
+    `g_s = O(λ)` and this is what limits the attainable residual, e.g. `z − y` for MSE)."""
+    H = jnp.abs(U) * _inv_sqrt_weights(prob.w)[:, None]
+    dz = H @ jnp.abs(W).T + (jnp.abs(b) if bias else 0.0)
+    dg = jnp.abs(loss.hess_matvec(curv, dz))
+    return _ROUNDOFF * jnp.sqrt(jnp.sum(dg * dg, -1))
+
+
+def block_residual(W, U, b, gW, gU, gb, G, prob: Problem, bias: bool, dg=0.0):
+    """Largest relative block residual of THEORY §2c (see the module docstring); `dg`
+    (`gradient_roundoff`) is subtracted from each block's residual norm before dividing by
+    its scale: what round-off alone leaves is not a residual."""
     w, lam = prob.w, prob.lam
     lw, lh, lb = lam[0], lam[1], lam[2]
     sw = jnp.sqrt(w)
     nrm = lambda x: jnp.sqrt(jnp.sum(x * x, -1))
+    excess = lambda r, floor: jnp.maximum(r - floor, 0.0)
     f_h = lh ** 0.75 * lw ** 0.25
     f_w = lw ** 0.75 * lh ** 0.25
+    dg = jnp.broadcast_to(dg, w.shape)
     # every term of the prototype test carries √π_s: divide it out of both sides
     scale_h = nrm(G @ W) + lh * nrm(U) + sw * f_h
-    res_h = jnp.where(w > 0, nrm(gU) / jnp.where(w > 0, scale_h, 1.0), 0.0)
+    r_h = excess(nrm(gU), sw * dg * jnp.sqrt(jnp.sum(W * W)))
+    res_h = jnp.where(w > 0, r_h / jnp.where(w > 0, scale_h, 1.0), 0.0)
     gnorms = nrm(G)
     scale_w = jnp.sum(gnorms * nrm(U)) + lw * jnp.sqrt(jnp.sum(W * W)) + f_w
-    res = jnp.maximum(jnp.max(res_h), jnp.sqrt(jnp.sum(gW * gW)) / scale_w)
+    r_w = excess(jnp.sqrt(jnp.sum(gW * gW)), jnp.sum(sw * dg * nrm(U)))
+    res = jnp.maximum(jnp.max(res_h), r_w / scale_w)
     if bias:
         scale_b = jnp.sum(sw * gnorms) + lb * jnp.sqrt(jnp.sum(b * b)) + 1e-300
-        res = jnp.maximum(res, jnp.sqrt(jnp.sum(gb * gb)) / scale_b)
+        res = jnp.maximum(res, excess(jnp.sqrt(jnp.sum(gb * gb)), jnp.sum(sw * dg)) / scale_b)
     return res
 
 
 def init_state(W, U, b, prob: Problem, tol, theta0, loss: Loss, bias: bool) -> State:
     f, gW, gU, gb, G, curv = value_grad(W, U, b, prob, loss, bias)
-    res = block_residual(W, U, b, gW, gU, gb, G, prob, bias)
+    dg = gradient_roundoff(W, U, b, curv, prob, loss, bias)
+    res = block_residual(W, U, b, gW, gU, gb, G, prob, bias, dg)
     return State(W, U, b, f, gW, gU, gb, jnp.sqrt(_sqnorm(gW, gU, gb)), res, G, curv,
                  jnp.asarray(theta0, f.dtype), res <= tol, jnp.asarray(False),
                  jnp.asarray(0, jnp.int32), res, jnp.asarray(0, jnp.int32),
-                 jnp.asarray(_CG_START, jnp.int32), jnp.asarray(0, jnp.int32))
+                 jnp.asarray(_CG_START, jnp.int32), jnp.asarray(0, jnp.int32),
+                 jnp.asarray(0, jnp.int32), jnp.asarray(0.5, f.dtype))
 
 
 _CG_START = 8      # CG iterations of the first step; doubled while CG runs out of them
+_ETA_FLOOR = 1e-12  # CG resolves no more than float64 allows
+_SLOW_STEPS = 3    # steps that fail to halve the residual before CG's forcing term tightens ×0.1
 _STALE_STEPS = 30  # steps without a 10 % better residual or a real decrease of F
 
 
@@ -152,7 +178,7 @@ def exact_direction(st: State, prob: Problem, loss: Loss, bias: bool, mu, budget
     t = Dinv(st.gU)
     BW, Bb = Bop(t)
     bmask = 1.0 if bias else 0.0
-    eta = forcing_term(st.residual, tol)
+    eta = forcing_term(st.residual, tol, st.eta_cap)
 
     def op(d):  # the Schur product; its U part −D_μ⁻¹Bᵀd accumulates into the step
         HW, Hb, u = schur(*d)
@@ -214,7 +240,8 @@ def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool
     pred = dr.pred
     W1, U1, b1 = st.W + dr.pW, st.U + dr.pU, st.b + dr.pb
     f1, gW1, gU1, gb1, G1, curv1 = value_grad(W1, U1, b1, prob, loss, bias)
-    res1 = block_residual(W1, U1, b1, gW1, gU1, gb1, G1, prob, bias)
+    res1 = block_residual(W1, U1, b1, gW1, gU1, gb1, G1, prob, bias,
+                          gradient_roundoff(W1, U1, b1, curv1, prob, loss, bias))
     ared = st.f - f1
     small = 1e-12 * jnp.maximum(jnp.abs(st.f), 1e-30)
     # below round-off of F, judge the step by the block residual instead
@@ -233,6 +260,14 @@ def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool
     # progress: a better residual, or a decrease of F above its round-off
     progress = acc & ((res1 < 0.9 * st.best) | (ared > 1e3 * small))
     stale = jnp.where(progress, 0, st.stale + live.astype(st.stale.dtype))
+    # steps that keep failing to halve the residual: CG's inexactness is what limits them
+    # (under vanishing regularization the O(λ)-curvature directions are the last CG
+    # resolves); a problem whose residual falls keeps the forcing term untouched
+    # (only trusted steps count: in the global phase the model, not CG, limits the step)
+    halved = acc & (res1 <= 0.5 * st.best)
+    lag = jnp.where(halved, 0, st.lag + (acc & (rho > 0.75) & ~halved).astype(st.lag.dtype))
+    slow = live & (lag >= _SLOW_STEPS)
+    eta_cap = jnp.where(slow, jnp.maximum(0.1 * st.eta_cap, _ETA_FLOOR), st.eta_cap)
     return State(sel(W1, st.W), sel(U1, st.U), sel(b1, st.b), sel(f1, st.f), sel(gW1, st.gW),
                  sel(gU1, st.gU), sel(gb1, st.gb),
                  sel(jnp.sqrt(_sqnorm(gW1, gU1, gb1)), st.gnorm), residual, sel(G1, st.G),
@@ -241,16 +276,18 @@ def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool
                  st.stalled | (live & ((theta >= 1e12) | (stale >= _STALE_STEPS))),
                  st.steps + live.astype(st.steps.dtype), jnp.minimum(st.best, residual), stale,
                  jnp.where(live, cg_budget, st.cg_budget).astype(st.cg_budget.dtype),
-                 st.cg_total + jnp.where(live, dr.k, 0).astype(st.cg_total.dtype))
+                 st.cg_total + jnp.where(live, dr.k, 0).astype(st.cg_total.dtype),
+                 lag.astype(st.lag.dtype), eta_cap)
 
 
 def summarize(W, U, b, prob: Problem, loss: Loss, bias: bool) -> Summary:
     """Objective, ‖∇F‖ in `(W, H, b)`, block residual, certificate ρ (THEORY §3) and `H`."""
-    f, gW, gU, gb, G, _ = value_grad(W, U, b, prob, loss, bias)
+    f, gW, gU, gb, G, curv = value_grad(W, U, b, prob, loss, bias)
     sw = jnp.sqrt(prob.w)
     H = U * _inv_sqrt_weights(prob.w)[:, None]
     gn = jnp.sqrt(_sqnorm(gW, gU * sw[:, None]) + (_sqnorm(gb) if bias else 0.0))
-    res = block_residual(W, U, b, gW, gU, gb, G, prob, bias)
+    res = block_residual(W, U, b, gW, gU, gb, G, prob, bias,
+                         gradient_roundoff(W, U, b, curv, prob, loss, bias))
     eigs = gradient_gram_eigenvalues(G)
     rho = rho_from_eigenvalues(eigs, prob.lam[0], prob.lam[1])
     finite = jnp.isfinite(f) & jnp.isfinite(res) & jnp.all(jnp.isfinite(W)) & jnp.all(jnp.isfinite(H))

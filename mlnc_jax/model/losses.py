@@ -156,25 +156,59 @@ def _softmax_parts(Z):
     return lse, jnp.exp(Z - lse[:, None])
 
 
-def _pal_derivatives(Z, Y):
-    """`ℓ = m·LSE(z) − yᵀz`, `g = m p − y`, `∇²ℓ = m(diag p − p pᵀ)` (`p` = softmax)."""
+_STABLE_SPREAD = 30.0  # beyond this logit spread past the in-set mean nothing cancels
+
+
+def _pal_value_gradient(Z, Y):
+    """`(ℓ, g)` of PAL without cancellation where the labels' logits dominate (vanishing
+    regularization, THEORY §2c): relative to the in-set mean logit `c`, with
+    `a_j = expm1(z_j − c)` on the set `I` (second order in the spread: `Σ_I (z_j − c) = 0`)
+    and `R = Σ_{j∉I} e^{z_j − c}`, `Z' = |I| + Σ_I a_j + R`:
+    `g_k = [y_k(|I| a_k − Σ_I a_j − R) + (m − y_k|I|)(1 + a_k)] / Z'` on `I`,
+    `g_j = m e^{z_j − c} / Z'` off it, `ℓ = m log Z' + m c − yᵀz`. The textbook
+    `m p_k − y_k` loses every digit below `ε / (1 − p_k)`. Rows whose spread exceeds
+    `_STABLE_SPREAD` (or with `m = 0`) keep the textbook form, exact there."""
     lse, p = _softmax_parts(Z)
     m = jnp.sum(Y, -1)
-    l = m * lse - jnp.sum(Y * Z, -1)
-    return l, m[:, None] * p - Y, (m[:, None] * p, jnp.sqrt(m)[:, None] * p)
+    inset = Y > 0
+    n = jnp.sum(inset, -1)
+    c = jnp.sum(jnp.where(inset, Z, 0.0), -1) / jnp.maximum(n, 1)
+    spread = jnp.max(Z, -1) - c
+    ok = (n > 0) & (spread <= _STABLE_SPREAD)
+    dz = jnp.minimum(Z - c[:, None], _STABLE_SPREAD)
+    a = jnp.where(inset, jnp.expm1(dz), 0.0)
+    A = jnp.sum(a, -1)
+    R = jnp.sum(jnp.where(inset, 0.0, jnp.exp(dz)), -1)
+    Zp = n + A + R
+    num_in = Y * (n[:, None] * a - (A + R)[:, None]) + (m[:, None] - Y * n[:, None]) * (1.0 + a)
+    g_stable = jnp.where(inset, num_in, m[:, None] * jnp.exp(dz)) / Zp[:, None]
+    nn = jnp.maximum(n, 1)
+    logZ = jnp.log(nn) + jnp.log1p((A + R) / nn)
+    l_stable = m * logZ + (m * c - jnp.sum(Y * Z, -1))
+    l = jnp.where(ok, l_stable, m * lse - jnp.sum(Y * Z, -1))
+    g = jnp.where(ok[:, None], g_stable, m[:, None] * p - Y)
+    return l, g, m, p
+
+
+def _pal_derivatives(Z, Y):
+    """`ℓ = m·LSE(z) − yᵀz`, `g = m p − y`, `∇²ℓ = m(diag p − p pᵀ)` (`p` = softmax)."""
+    l, g, m, p = _pal_value_gradient(Z, Y)
+    return l, g, (m[:, None] * p, jnp.sqrt(m)[:, None] * p)
 
 
 def _pal_normalized_derivatives(Z, Y):
-    """`ℓ = LSE(z) − yᵀz/m`, `g = p − y/m`, `∇²ℓ = diag p − p pᵀ`."""
-    lse, p = _softmax_parts(Z)
-    m = jnp.sum(Y, -1)
-    return lse - jnp.sum(Y * Z, -1) / m, p - Y / m[:, None], (p, p)
+    """`ℓ = LSE(z) − yᵀz/m`, `g = p − y/m`, `∇²ℓ = diag p − p pᵀ`: PAL's, divided by `m`."""
+    l, g, m, p = _pal_value_gradient(Z, Y)
+    return l / m, g / m[:, None], (p, p)
 
 
 def _bce_derivatives(Z, Y):
-    """`ℓ = Σ_k softplus(z_k) − y_k z_k`, `g = σ(z) − y`, `∇²ℓ = diag σ(1−σ)`."""
-    s = jax.nn.sigmoid(Z)
-    return jnp.sum(jax.nn.softplus(Z) - Y * Z, -1), s - Y, (s * (1.0 - s), None)
+    """`ℓ = Σ_k softplus(z_k) − y_k z_k`, `g = σ(z) − y`, `∇²ℓ = diag σ(1−σ)`, written as
+    `(1−y) softplus(z) + y softplus(−z)` and `(1−y)σ(z) − yσ(−z)` (the same functions):
+    no cancellation where a label's logit is large (vanishing regularization)."""
+    s, sm = jax.nn.sigmoid(Z), jax.nn.sigmoid(-Z)
+    l = jnp.sum((1.0 - Y) * jax.nn.softplus(Z) + Y * jax.nn.softplus(-Z), -1)
+    return l, (1.0 - Y) * s - Y * sm, (s * sm, None)
 
 
 def _mse_derivatives(Z, Y):
