@@ -224,6 +224,18 @@ def choose_method(T: int, K: int, d: int) -> str:
     return "exact"
 
 
+def _tighten_forcing(st: State, acc, live, rho, res1):
+    """`(lag, eta_cap)` after a step. Steps that keep failing to halve the residual are
+    limited by CG's inexactness (under vanishing regularization the O(λ)-curvature
+    directions are the last CG resolves): after `_SLOW_STEPS` of them the cap on CG's
+    forcing term falls ×0.1. Only trusted steps (ρ > 0.75) count: in the global phase the
+    model, not CG, limits the step; a problem whose residual falls keeps its forcing term."""
+    halved = acc & (res1 <= 0.5 * st.best)
+    lag = jnp.where(halved, 0, st.lag + (acc & (rho > 0.75) & ~halved).astype(st.lag.dtype))
+    slow = live & (lag >= _SLOW_STEPS)
+    return lag, jnp.where(slow, jnp.maximum(0.1 * st.eta_cap, _ETA_FLOOR), st.eta_cap)
+
+
 def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool,
                 max_cg: int, method: str = "exact") -> State:
     """One damped Newton step; a problem that is done, stalled or out of steps stays frozen.
@@ -260,14 +272,7 @@ def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool
     # progress: a better residual, or a decrease of F above its round-off
     progress = acc & ((res1 < 0.9 * st.best) | (ared > 1e3 * small))
     stale = jnp.where(progress, 0, st.stale + live.astype(st.stale.dtype))
-    # steps that keep failing to halve the residual: CG's inexactness is what limits them
-    # (under vanishing regularization the O(λ)-curvature directions are the last CG
-    # resolves); a problem whose residual falls keeps the forcing term untouched
-    # (only trusted steps count: in the global phase the model, not CG, limits the step)
-    halved = acc & (res1 <= 0.5 * st.best)
-    lag = jnp.where(halved, 0, st.lag + (acc & (rho > 0.75) & ~halved).astype(st.lag.dtype))
-    slow = live & (lag >= _SLOW_STEPS)
-    eta_cap = jnp.where(slow, jnp.maximum(0.1 * st.eta_cap, _ETA_FLOOR), st.eta_cap)
+    lag, eta_cap = _tighten_forcing(st, acc, live, rho, res1)
     return State(sel(W1, st.W), sel(U1, st.U), sel(b1, st.b), sel(f1, st.f), sel(gW1, st.gW),
                  sel(gU1, st.gU), sel(gb1, st.gb),
                  sel(jnp.sqrt(_sqnorm(gW1, gU1, gb1)), st.gnorm), residual, sel(G1, st.G),
