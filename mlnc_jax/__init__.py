@@ -8,6 +8,7 @@ calling the package leaves the caller's JAX configuration as it was.
 from ._version import __version__ as __version__
 from .engine.batch import solve_batch
 from .engine.certificate import certificate, gradient_matrix
+from .engine.continuation import solve_path
 from .engine.flow import (
                            FlowTrace,
                            estimate_step_size,
@@ -96,7 +97,7 @@ __all__ = [
     "closed_form", "collapse_threshold", "estimate_step_size", "gradient_flow",
     "gradient_matrix", "init_params", "logits", "mse", "mse_closed_form", "objective",
     "multiclass", "pal", "pal_normalized", "per_sample_objective", "register_loss", "random_correlated", "sample_labels",
-    "singleton_imbalance", "solve",
+    "singleton_imbalance", "solve", "solve_path",
     "NotCertifiedError", "Optimum", "RankChangeError", "optimum", "simplex_etf_distance",
     "tagwise_residuals",
 ]

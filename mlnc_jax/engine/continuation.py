@@ -1,0 +1,52 @@
+"""Continuation in λ: a path of solves, each started from the previous optimum (THEORY §2c).
+
+As regularization vanishes the optimum's norms grow like `log(1/λ)` and the Hessian keeps
+directions of curvature only `O(λ)` (the rescalings `W → W A`, `H → H A^{-T}` that the loss
+does not see). A cold start must cross them from a random point; the optimum at a nearby
+larger λ already sits next to the new one. Measured on `multiclass([10, 10, 1, 1])`, MSE, no
+bias: a cold solve at λ_W = λ_H = 1e-8 stalls at residual 3e-7 after 407 steps; from the
+certified optimum at 1e-6 it certifies in 2 steps (and every decade from 1e-2 down in 2–4
+on `random_correlated(5, 1)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..model.errors import InputError
+from ..model.labels import LabelDistribution
+from ..model.ufm import UFMConfig, UFMParams
+from .result import SolveResult
+from .solve import solve
+
+__all__ = ["solve_path"]
+
+
+def _pairs(lambdas) -> list:
+    """`[(λ_W, λ_H), ...]` from scalars (both) or pairs; all positive and finite."""
+    out = []
+    for lam in lambdas:
+        lw, lh = (lam, lam) if np.ndim(lam) == 0 else tuple(lam)
+        if not (np.isfinite(lw) and np.isfinite(lh) and lw > 0 and lh > 0):
+            raise InputError(f"solve_path: λ's must be positive and finite, got {lam!r}")
+        out.append((float(lw), float(lh)))
+    if not out:
+        raise InputError("solve_path: give at least one λ")
+    return out
+
+
+def solve_path(dist: LabelDistribution, config: UFMConfig, lambdas: Sequence, *,
+               seed: int = 0, tol: float = 1e-10, **kwargs) -> tuple[SolveResult, ...]:
+    """Solve `dist` at each λ of `lambdas` in the order given (scalars set `λ_W = λ_H`,
+    pairs set both), starting each solve from the previous converged optimum; the first,
+    and any after a solve that did not converge, start as `solve` would (`kwargs`' `init`).
+    Order the λ's from large to small. Each result carries its own verdict."""
+    init0 = kwargs.pop("init", None)
+    init, out = init0, []
+    for lw, lh in _pairs(lambdas):
+        r = solve(dist, config._replace(lambda_w=lw, lambda_h=lh), seed, tol, init=init, **kwargs)
+        out.append(r)
+        init = UFMParams(r.W, r.H, r.b) if bool(r.converged) else init0
+    return tuple(out)
