@@ -9,6 +9,7 @@ FIGURES = (
     "synthesis_vs_imbalance",
     "kappa_stability",
     "kappa_bound",
+    "literature",
     "phase_diagram",
     "real_labels",
     "symmetric_pal",
