@@ -23,15 +23,13 @@ solves; multi-class problems are `multiclass(counts)` with `"ce"` (PAL on single
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mlnc_jax import UFMConfig, balanced, multiclass
+from mlnc_jax import UFMConfig, balanced, multiclass, singleton_imbalance
 from mlnc_jax.measure.synthesis import synthesis_report
-from mlnc_jax.model.labels import LabelDistribution
 from mlnc_jax.theory import literature as lit
 from mlnc_jax.theory.imbalance import minority_collapse_ratio, minority_spread, seli_distance
 
@@ -151,19 +149,10 @@ def _li(cfg):
             "li_theory": theory, "li_engine": np.array(rows)}, res, "Li λ_H"
 
 
-def imbalanced_pairs(K: int, ratio: float) -> LabelDistribution:
-    """Every singleton and every pair of K classes; singletons of the first K/2 classes weigh
-    `ratio` times the others; the pairs share half the mass uniformly."""
-    singles = [(k,) for k in range(K)]
-    pairs = list(itertools.combinations(range(K), 2))
-    ws = np.where(np.arange(K) < K // 2, ratio, 1.0)
-    w = np.concatenate([0.5 * ws / ws.sum(), np.full(len(pairs), 0.5 / len(pairs))])
-    return LabelDistribution.from_sets(singles + pairs, w, K)
-
-
 def _conjecture(cfg):
     K, lam = cfg.conj_K, cfg.conj_lambda
-    dists = [imbalanced_pairs(K, r) for r in cfg.conj_ratios]
+    dists = [singleton_imbalance(K, r, multiplicity_mass={1: 0.5, 2: 0.5})
+             for r in cfg.conj_ratios]
     out, results = {"conj_ratio": np.asarray(cfg.conj_ratios)}, []
     for loss in cfg.conj_losses:
         res = solve_grid(dists, UFMConfig(loss, K, lam, lam), tol=cfg.tol)

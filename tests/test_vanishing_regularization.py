@@ -49,7 +49,7 @@ def test_continuation_certified_down_to_lambda_1e8(loss, dist, bias):
 
 
 def test_solve_path_refuses_bad_lambdas():
-    with pytest.raises(mj.InputError, match="positive and finite"):
+    with pytest.raises(mj.InputError, match="lambda_w must be > 0"):
         mj.solve_path(mj.multiclass([2, 1]), mj.UFMConfig("mse", 2, 1.0, 1.0), [1e-2, 0.0])
 
 

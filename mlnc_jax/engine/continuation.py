@@ -24,14 +24,13 @@ from .solve import solve
 __all__ = ["solve_path"]
 
 
-def _pairs(lambdas) -> list:
-    """`[(λ_W, λ_H), ...]` from scalars (both) or pairs; all positive and finite."""
+def _configs(config: UFMConfig, lambdas) -> list:
+    """One validated config per λ (scalars set both λ's, pairs set `(λ_W, λ_H)`): a bad λ
+    anywhere in the path is refused before the first solve."""
     out = []
     for lam in lambdas:
         lw, lh = (lam, lam) if np.ndim(lam) == 0 else tuple(lam)
-        if not (np.isfinite(lw) and np.isfinite(lh) and lw > 0 and lh > 0):
-            raise InputError(f"solve_path: λ's must be positive and finite, got {lam!r}")
-        out.append((float(lw), float(lh)))
+        out.append(config._replace(lambda_w=lw, lambda_h=lh).validate())
     if not out:
         raise InputError("solve_path: give at least one λ")
     return out
@@ -45,8 +44,8 @@ def solve_path(dist: LabelDistribution, config: UFMConfig, lambdas: Sequence, *,
     Order the λ's from large to small. Each result carries its own verdict."""
     init0 = kwargs.pop("init", None)
     init, out = init0, []
-    for lw, lh in _pairs(lambdas):
-        r = solve(dist, config._replace(lambda_w=lw, lambda_h=lh), seed, tol, init=init, **kwargs)
+    for cfg in _configs(config, lambdas):
+        r = solve(dist, cfg, seed, tol, init=init, **kwargs)
         out.append(r)
         init = UFMParams(r.W, r.H, r.b) if bool(r.converged) else init0
     return tuple(out)
