@@ -1,6 +1,9 @@
 """Derivatives of the certified optimum (THEORY §8) against finite differences of certified
 solves, the envelope formula and the MSE closed form (§4); vmap; the rank-change refusal."""
 
+import os
+import subprocess
+import sys
 from functools import cache
 
 import jax
@@ -372,3 +375,32 @@ def test_options_are_refused_under_grad_as_outside(kwargs, needle):
     with pytest.raises(mj.InputError, match=needle) as inside:
         jax.grad(f)(jnp.asarray(dist.weights))
     assert str(inside.value) == str(outside.value)
+
+
+_LANES_SCRIPT = r"""
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+import mlnc_jax as mj
+dist = mj.load_real("emotions")
+cfg = mj.UFMConfig("bce", 6, 1e-2, 3e-3)
+gram = lambda th: mj.optimum(dist, cfg, lambda_w=th[0], lambda_h=th[1]).gram_H
+th = jnp.array([1e-2, 3e-3])
+J = np.asarray(jax.jacfwd(gram)(th))                     # two tangent lanes in one solve
+cols = [np.asarray(jax.jvp(gram, (th,), (e,))[1]) for e in jnp.eye(2)]
+err = max(np.max(np.abs(J[..., i] - c)) / np.max(np.abs(c)) for i, c in enumerate(cols))
+print("nan", int(np.isnan(J).sum()), "err", err)
+"""
+
+
+def test_jacfwd_lanes_agree_at_default_xla_optimisation():
+    """`jax.jacfwd` over `(λ_W, λ_H)` vmaps the tangent solve; each lane must equal its own
+    `jax.jvp`. At XLA's default CPU optimisation (not the suite's level 0: this runs in a
+    fresh process with default flags) the vector–matrix `dot` of the bias rows once gave
+    wrong values past the first lane (NaN after CG failed); `hessian.row_sum` avoids it."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run([sys.executable, "-c", _LANES_SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    nan, err = out.stdout.split()[1], float(out.stdout.split()[3])
+    assert nan == "0" and err < 1e-8, out.stdout

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..model.losses import Loss
 
-__all__ = ["Point", "logits_change", "classifier_rows", "product", "diagonal", "RotatedSystem",
+__all__ = ["Point", "logits_change", "row_sum", "classifier_rows", "product", "diagonal", "RotatedSystem",
            "rotated_system", "Elimination", "eliminate", "orbit_coefficients",
            "orbit_projection", "ignored_bias_basis", "null_projector"]
 
@@ -46,11 +46,19 @@ def logits_change(U, dW, db, sw, bias: bool):
     return y + sw[:, None] * db[None, :] if bias else y
 
 
+def row_sum(w, X):
+    """`Σ_s w_s X_s` (`w [T]`, `X [T, K]`) written as a product and a sum, not `w @ X`: in a
+    jitted, vmapped Schur product (the tangent solves of `jax.jacfwd`) XLA's CPU backend at
+    its default optimisation level returned wrong values past the first lane for the
+    vector–matrix `dot` (jaxlib 0.10.2; `tests/test_implicit.py` checks the lanes)."""
+    return jnp.sum(w[:, None] * X, axis=0)
+
+
 def classifier_rows(dG, dU, dW, db, U, G, sw, lam, mu, bias: bool):
     """The `(W, b)` rows of `(∇²F + μI) v` given `dG = ∇²ℓ·(logit change)` (THEORY §2):
     `dGᵀU + GᵀdU + (λ_W + μ) dW` and `√πᵀdG + (λ_b + μ) db` (zeros without a bias)."""
     HW = dG.T @ U + G.T @ dU + (lam[0] + mu) * dW
-    Hb = (sw @ dG + (lam[2] + mu) * db) if bias else jnp.zeros_like(db)
+    Hb = (row_sum(sw, dG) + (lam[2] + mu) * db) if bias else jnp.zeros_like(db)
     return HW, Hb
 
 
@@ -72,7 +80,7 @@ def diagonal(W, U, curv, w, lam, mu, loss: Loss, bias: bool):
     diag_a = loss.hess_diagonal(curv, None)            # [T, K]: diag ∇²ℓ_s
     DW = diag_a.T @ (U * U) + lw + mu                   # Σ_s a_sk ũ_sj²
     DU = loss.hess_diagonal(curv, W) + lh + mu          # diag(W̃ᵀ∇²ℓ_s W̃)
-    Db = (w @ diag_a + lb + mu) if bias else jnp.ones_like(W[:, 0])
+    Db = (row_sum(w, diag_a) + lb + mu) if bias else jnp.ones_like(W[:, 0])
     return DW, DU, Db
 
 

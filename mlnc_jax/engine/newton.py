@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from ..model.losses import Loss
 from .certificate import gradient_gram_eigenvalues, rho_from_eigenvalues
 from .cg import forcing_term, truncated_cg
-from .hessian import eliminate
+from .hessian import eliminate, row_sum
 from .matrix_free import Direction, matrix_free_direction
 
 __all__ = ["Problem", "State", "Summary", "METHODS", "value_grad", "block_residual", "gradient_roundoff",
@@ -106,7 +106,7 @@ def value_grad(W, U, b, prob: Problem, loss: Loss, bias: bool):
     gU = G @ W + lh * U
     if bias:
         f = f + 0.5 * lb * jnp.sum(b * b)
-        gb = sw @ G + lb * b
+        gb = row_sum(sw, G) + lb * b
     else:
         gb = jnp.zeros_like(b)
     return f, gW, gU, gb, G, curv
