@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import mlnc_jax as mj
-from mlnc_jax.measure.metrics import simplex_etf_distance, tagwise_residuals
+from mlnc_jax.analysis.metrics import simplex_etf_distance, tagwise_residuals
 
 from ._common import finish
 

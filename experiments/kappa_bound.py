@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mlnc_jax import UFMConfig, mse_closed_form
-from mlnc_jax.measure.geometry import (
+from mlnc_jax.analysis.geometry import (
     centred_singular_values,
     geometry_stability,
     mse_contrast_shrinkage,

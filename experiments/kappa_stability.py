@@ -1,5 +1,5 @@
 """Figure `kappa_stability`: the weakest label contrast κ_m (THEORY §1) against the smallest
-separation of the learned geometry along contrasts (σ_m, `mlnc_jax.measure.geometry`).
+separation of the learned geometry along contrasts (σ_m, `mlnc_jax.analysis.geometry`).
 
 Family: K classes, multiplicities {1, 2}, balanced singletons; a fraction q of the pair mass
 sits on the pair {0, 1} and the rest is spread evenly over the other pairs. From q = 1/C(K,2)
@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mlnc_jax import UFMConfig, mse_closed_form
-from mlnc_jax.measure.geometry import (
+from mlnc_jax.analysis.geometry import (
     centred_singular_values,
     geometry_stability,
     mse_contrast_shrinkage,

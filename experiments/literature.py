@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mlnc_jax import UFMConfig, balanced, multiclass, singleton_imbalance
-from mlnc_jax.measure.synthesis import synthesis_report
+from mlnc_jax.analysis.synthesis import synthesis_report
 from mlnc_jax.theory import literature as lit
 from mlnc_jax.theory.imbalance import minority_collapse_ratio, minority_spread, seli_distance
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from mlnc_jax import LabelDistribution, UFMConfig, solve_batch
 from mlnc_jax import networks as nw
-from mlnc_jax.measure.synthesis import synthesis_report
+from mlnc_jax.analysis.synthesis import synthesis_report
 
 from ._common import LOSS_COLORS, finish, gram_image, log_ticks_note
 

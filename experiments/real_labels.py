@@ -12,7 +12,7 @@ One row per data set:
    singleton in the support; otherwise (e.g. yeast: 1 singleton of 14) the best affine label
    map ĥ_S = A y_S + c (π-weighted least squares over all sets), which the §4 rule is a
    special case of. Residuals of tag-wise averaging, the frequency rule and the free fit
-   (`mlnc_jax.measure.synthesis`) are printed where they can be evaluated.
+   (`mlnc_jax.analysis.synthesis`) are printed where they can be evaluated.
 
 Heatmap rows are the `heatmap_sets` heaviest sets (all when T is smaller), ordered by
 multiplicity, then lexicographically. Data sets with the same K share one `solve_batch`
@@ -28,8 +28,8 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from mlnc_jax import UFMConfig, mse_closed_form
+from mlnc_jax.analysis.synthesis import synthesis_report
 from mlnc_jax.io.real_labels import load_real, real_metadata
-from mlnc_jax.measure.synthesis import synthesis_report
 from mlnc_jax.theory.spectra import label_spectrum
 
 from ._common import certified_note, gram_image, not_certified, note, solve_grid

@@ -2,8 +2,8 @@
 
 On a real label distribution (PASCAL VOC 2007 trainval; quick run: scene), PAL, d = K:
 the derivative of the certified optimum's weakest logit contrasts σ_1, σ_2
-(`mlnc_jax.measure.geometry.contrast_separation`) and of the tag-wise averaging residual
-(root mean square over the pairs and larger sets, `mlnc_jax.measure.metrics.tagwise_residuals`)
+(`mlnc_jax.analysis.geometry.contrast_separation`) and of the tag-wise averaging residual
+(root mean square over the pairs and larger sets, `mlnc_jax.analysis.metrics.tagwise_residuals`)
 with respect to every label set's weight, from one reverse pass through `mlnc_jax.optimum`
 (implicit differentiation), set against the derivative of the label spectrum's κ_m
 (`mlnc_jax.theory.spectra.spectrum_arrays`) that a purely label-side account would predict.
@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import mlnc_jax as mj
-from mlnc_jax.measure.geometry import contrast_separation
-from mlnc_jax.measure.metrics import tagwise_residuals
+from mlnc_jax.analysis.geometry import contrast_separation
+from mlnc_jax.analysis.metrics import tagwise_residuals
 from mlnc_jax.theory.spectra import spectrum_arrays
 
 from ._common import finish, note

@@ -3,7 +3,7 @@ singleton prototypes as the singleton imbalance grows (THEORY §4, §6).
 
 For singleton-imbalanced distributions (`singleton_imbalance`, multiplicities {1, 2}, max/min
 singleton weight ratio 1 to 100) and each loss, the relative residual ‖h_S − ĥ_S‖/‖h_S‖ over
-the pairs S of three rules (`mlnc_jax.measure.synthesis`): (a) tag-wise averaging, (b) the
+the pairs S of three rules (`mlnc_jax.analysis.synthesis`): (a) tag-wise averaging, (b) the
 frequency-weighted rule of §4, exact for MSE, (c) the free fit of `h_S` on
 `{h_k : k∈S} ∪ {Σ_j p_j h_j}` (§6). K ≥ 6, so the free fit (3 columns) is not exact by
 dimension count (prototype rank ≥ K−1 = 5).
@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 from mlnc_jax import UFMConfig
-from mlnc_jax.measure.synthesis import synthesis_report
+from mlnc_jax.analysis.synthesis import synthesis_report
 from mlnc_jax.model.labels import LabelDistribution, singleton_imbalance
 
 from ._common import certified_note, finish, log_ticks_note, not_certified, solve_grid

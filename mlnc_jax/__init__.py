@@ -6,6 +6,25 @@ calling the package leaves the caller's JAX configuration as it was.
 """
 
 from ._version import __version__ as __version__
+from .analysis.compare import Comparison, compare, procrustes, relative_error
+from .analysis.geometry import (
+                           GeometryStability,
+                           centred_singular_values,
+                           contrast_separation,
+                           geometry_stability,
+)
+from .analysis.metrics import (
+                           NCMetrics,
+                           nc1,
+                           nc2_classifier,
+                           nc2_features,
+                           nc3,
+                           nc_metrics,
+                           simplex_etf_distance,
+                           tagwise_angles,
+                           tagwise_residuals,
+)
+from .analysis.synthesis import SynthesisReport, synthesis_report
 from .engine.batch import solve_batch
 from .engine.certificate import certificate, gradient_matrix
 from .engine.continuation import solve_path
@@ -21,25 +40,6 @@ from .engine.result import STATUSES, BatchSolveResult, ConvergenceWarning, Solve
 from .engine.solve import solve
 from .io.real_labels import available as real_label_tables
 from .io.real_labels import load_real, real_metadata
-from .measure.compare import Comparison, compare, procrustes, relative_error
-from .measure.geometry import (
-                           GeometryStability,
-                           centred_singular_values,
-                           contrast_separation,
-                           geometry_stability,
-)
-from .measure.metrics import (
-                           NCMetrics,
-                           nc1,
-                           nc2_classifier,
-                           nc2_features,
-                           nc3,
-                           nc_metrics,
-                           simplex_etf_distance,
-                           tagwise_angles,
-                           tagwise_residuals,
-)
-from .measure.synthesis import SynthesisReport, synthesis_report
 from .model.errors import (
                            CollectiveTimeoutError,
                            InputError,
@@ -64,6 +64,8 @@ from .model.ufm import (
                            objective,
                            per_sample_objective,
 )
+from .networks.lambda_fit import LambdaFit, fit_lambdas
+from .networks.measurement import Measurement, measure
 from .theory.closed_forms import ClosedForm, closed_form, mse_closed_form
 from .theory.spectra import (
                            LabelSpectrum,
@@ -99,5 +101,5 @@ __all__ = [
     "multiclass", "pal", "pal_normalized", "per_sample_objective", "register_loss", "random_correlated", "sample_labels",
     "singleton_imbalance", "solve", "solve_path",
     "NotCertifiedError", "Optimum", "RankChangeError", "optimum", "simplex_etf_distance",
-    "tagwise_residuals",
+    "tagwise_residuals", "measure", "Measurement", "fit_lambdas", "LambdaFit",
 ]

@@ -15,7 +15,7 @@ import mlnc_jax
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "mlnc_jax"
 # bottom to top: a module may import its own stage and the stages before it
-STAGES = ["model", "io", "theory", "engine", "measure", "networks", "app"]
+STAGES = ["model", "io", "theory", "engine", "analysis", "networks", "app"]
 MAX_LINES = 50  # per function, its docstring not counted
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import mlnc_jax as mj
-from mlnc_jax.measure.metrics import tagwise_residuals
+from mlnc_jax.analysis.metrics import tagwise_residuals
 
 LAM = 5e-3
 TOL = 1e-12

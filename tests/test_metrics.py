@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlnc_jax.measure.metrics import (
+from mlnc_jax.analysis.metrics import (
     nc1,
     nc2_classifier,
     nc2_features,

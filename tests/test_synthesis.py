@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from mlnc_jax import solve
-from mlnc_jax.measure.geometry import (
+from mlnc_jax.analysis.geometry import (
     centred_singular_values,
     contrast_separation,
     geometry_stability,
     min_pair_separation,
 )
-from mlnc_jax.measure.synthesis import format_synthesis_summary, synthesis_report
+from mlnc_jax.analysis.synthesis import format_synthesis_summary, synthesis_report
 from mlnc_jax.model.labels import LabelDistribution, balanced, random_correlated, singleton_imbalance
 from mlnc_jax.model.ufm import UFMConfig
 from mlnc_jax.theory.closed_forms import mse_closed_form

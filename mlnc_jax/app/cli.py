@@ -14,9 +14,7 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from ..engine import compile_cache, interrupts
 from ..io import schema
@@ -29,6 +27,7 @@ from ..model.errors import (
     SolverDivergedError,
 )
 from ..model.losses import LOSS_ALIASES, LOSSES
+from .outputs import check_figure, check_out, write_results
 
 __all__ = ["main", "build_parser"]
 
@@ -93,78 +92,6 @@ def _add_problem_args(p, *, loss_required=True, dim_required=True):
     p.add_argument("--no-bias", action="store_true", help="fix b = 0")
 
 
-def _check_out(path: str, inputs=(), suffix: str = ".npz", flag: str = "--out") -> Path:
-    """Refuse, before computing, an output that cannot be written or that would replace an
-    input: the npz and its JSON sidecar are both checked, through links (`inputs`: pairs of
-    flag and path; names that are not files, such as shipped table names, cannot collide)."""
-    from ..io.results import sidecar_path
-
-    out = Path(path)
-    if out.suffix != suffix:
-        raise InputError(f"{flag} must end in {suffix}: {path}")
-    if not out.parent.exists():
-        raise InputError(f"output directory does not exist: {out.parent}")
-    for target in (out, sidecar_path(out)):
-        if target.is_dir():
-            raise InputError(f"{flag} {path} would write {target}, which is a directory")
-        refuse_input_overwrite(flag, target, inputs)
-    _probe_writable(out.parent)
-    return out
-
-
-def refuse_input_overwrite(flag: str, target: Path, inputs) -> None:
-    """`InputError` if writing `target` would replace any input file (links resolved)."""
-    for in_flag, name in inputs:
-        src = Path(name) if name is not None else None
-        if src is None or not src.exists():
-            continue
-        if os.path.realpath(src) == os.path.realpath(target):
-            raise InputError(f"{flag} would overwrite the input {in_flag} {name} "
-                             f"(writes {target}); choose another {flag}")
-
-
-def _probe_writable(directory: Path) -> None:
-    """Create and remove a temporary file: the only test that also holds for root and for
-    read-only mounts (permission bits alone say nothing there). Done before computing."""
-    try:
-        fd, name = tempfile.mkstemp(dir=directory, prefix=".mlnc-probe-")
-        os.close(fd)
-        os.unlink(name)
-    except OSError as e:
-        raise InputError(f"cannot write to {directory}: {e.strerror or e}") from None
-
-
-class _Saved:
-    """Where a result went: `path`, or a fallback in a temporary directory after `error`."""
-
-    def __init__(self, path, intended, error=None):
-        self.path, self.intended, self.error = path, intended, error
-
-    def raise_if_fallback(self) -> None:
-        if self.error is None:
-            return
-        where = f"results saved to {self.path}" if self.path else "results not saved (printed above)"
-        raise InputError(f"cannot write {self.intended}: {self.error}; {where}")
-
-
-def _write_results(out: Path, arrays, meta) -> _Saved:
-    """Write atomically to `out`; if that fails after the compute (disk full, directory
-    gone or made read-only), write to a new temporary directory instead."""
-    from ..io.results import write_npz_atomic
-
-    try:
-        write_npz_atomic(out, arrays, meta)
-        return _Saved(out, out)
-    except OSError as e:
-        err = e.strerror or str(e)
-    try:
-        fallback = Path(tempfile.mkdtemp(prefix="mlnc-jax-")) / out.name
-        write_npz_atomic(fallback, arrays, meta)
-        return _Saved(fallback, out, err)
-    except OSError:
-        return _Saved(None, out, err)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mlnc-jax", description="Neural collapse in multi-label learning: "
                      "exact UFM solves, spectral closed forms and certificates.")
@@ -173,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_closed_form(sub)
     _add_compare(sub)
     _add_spectrum(sub)
+    _add_measure(sub)
     _add_sweep(sub)
     for p in sub.choices.values():
         p.add_argument("--compile-cache", default=None, metavar="DIR|off",
@@ -238,6 +166,29 @@ def _add_spectrum(sub):
     p.set_defaults(func=_cmd_spectrum)
 
 
+def _add_measure(sub):
+    from .measure_cli import measure_command
+
+    p = sub.add_parser("measure", help="a trained network's last layer (features, labels, "
+                       "classifier from .npy/.npz/.safetensors) against the certified UFM optimum")
+    p.add_argument("--features", required=True, metavar="FILE[:KEY]", help="[N, d] last-layer features")
+    p.add_argument("--labels", required=True, metavar="FILE[:KEY]", help="[N, K] binary labels")
+    p.add_argument("--classifier", required=True, metavar="FILE[:KEY]", help="[K, d] last-layer weights")
+    p.add_argument("--bias", default=None, metavar="FILE[:KEY]", help="[K] bias (omit: no bias)")
+    p.add_argument("--loss", required=True, choices=sorted(set(LOSSES) | set(LOSS_ALIASES)))
+    p.add_argument("--lambda-w", type=_nonneg_float("--lambda-w", positive=True), default=None,
+                   help="the network's λ_W (omit with --lambda-h to fit both to its geometry)")
+    p.add_argument("--lambda-h", type=_nonneg_float("--lambda-h", positive=True), default=None)
+    p.add_argument("--lambda-b", type=_nonneg_float("--lambda-b"), default=0.0)
+    p.add_argument("--seed", type=_seed("--seed"), default=0)
+    p.add_argument("--tol", type=_nonneg_float("--tol", positive=True), default=1e-10)
+    p.add_argument("--chunk-rows", type=_positive_int("--chunk-rows"), default=None,
+                   help="feature rows per streamed block (default: about 64 MB of float64)")
+    p.add_argument("--out", required=True, metavar="REPORT.json")
+    p.add_argument("--figure", default=None, metavar="FIG.png")
+    p.set_defaults(func=measure_command)
+
+
 def _add_sweep(sub):
     try:
         from .sweep import add_sweep_parser
@@ -258,7 +209,7 @@ def _cmd_solve(args):
     from ..engine.solve import solve
     from ..io.results import run_metadata
 
-    out = _check_out(args.out, [("--labels", args.labels)])
+    out = check_out(args.out, [("--labels", args.labels)])
     if not 0 < args.tol < 1:
         raise InputError(f"--tol must be a number in (0, 1), got {args.tol}")
     schema.check_cert_tol(args.cert_tol, "--cert-tol")
@@ -284,7 +235,7 @@ def _cmd_solve(args):
                         converged=bool(res.converged), certified=bool(res.certified),
                         status=str(res.status), reason=str(res.reason),
                         global_optimum=bool(res.certified))
-    saved = _write_results(out, arrays, meta)
+    saved = write_results(out, arrays, meta)
     what = "certified global optimum" if res.certified else f"{res.status} ({res.reason})"
     print(f"{what}: F = {float(res.objective):.12g}, residual = {float(res.residual):.1e}, "
           f"rho = {float(res.certificate):.9f}, {int(res.steps)} Newton steps, {wall:.2f} s "
@@ -301,7 +252,7 @@ def _cmd_closed_form(args):
     from ..io.results import run_metadata
     from ..theory.closed_forms import closed_form
 
-    out = _check_out(args.out, [("--labels", args.labels)])
+    out = check_out(args.out, [("--labels", args.labels)])
     dist = load_labels(args.labels)
     config = _config(args, dim=args.dim or dist.num_classes)
     # eigh of a [K, K] matrix plus W [K, d], H [T, d]: the matrix-free solve estimate bounds it
@@ -317,7 +268,7 @@ def _cmd_closed_form(args):
                         label_sets=dist.sets, num_classes=dist.num_classes,
                         wall_time_s=time.perf_counter() - t0, objective=float(cf.objective),
                         rank=int(cf.rank))
-    saved = _write_results(out, arrays, meta)
+    saved = write_results(out, arrays, meta)
     print(f"closed form ({config.loss_record.name}): F* = {float(cf.objective):.12g}, "
           f"rank {int(cf.rank)} -> {saved.path}", flush=True)
     saved.raise_if_fallback()
@@ -328,14 +279,7 @@ def _cmd_compare(args):
     from .plotting import compare_figure
     from .report import compare_losses, default_distribution, format_compare_table
 
-    fig_path = Path(args.figure)
-    if fig_path.suffix not in (".png", ".pdf", ".svg"):
-        raise InputError(f"--figure must end in .png, .pdf or .svg: {args.figure}")
-    if not fig_path.parent.exists():
-        raise InputError(f"figure directory does not exist: {fig_path.parent}")
-    if fig_path.is_dir():
-        raise InputError(f"--figure is a directory: {args.figure}")
-    _probe_writable(fig_path.parent)
+    fig_path = check_figure(args.figure)
     schema.check_lambdas(args.lambda_w, args.lambda_h)
     dist = load_labels(args.labels) if args.labels else default_distribution()
     report = compare_losses(dist, dim=args.dim, lambda_w=args.lambda_w, lambda_h=args.lambda_h,

@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 
 from ..model.losses import LOSSES, Loss  # noqa: E402
 
-__all__ = ["STYLE", "apply_style", "savefig", "LOSS_COLORS", "compare_figure", "cosine_gram"]
+__all__ = ["STYLE", "apply_style", "savefig", "LOSS_COLORS", "compare_figure", "cosine_gram",
+           "measure_figure"]
 
 STYLE = {
     "font.family": "DejaVu Sans",
@@ -129,4 +130,43 @@ def compare_figure(report, path) -> None:
     fig.suptitle(f"K = {d.num_classes}, {d.num_sets} label sets, d = {report.dim}, "
                  f"λW = {report.lambda_w:g}, λH = {report.lambda_h:g}: prototype geometry per loss "
                  f"and the synthesis rules", fontsize=10)
+    savefig(fig, path)
+
+
+def _errors_panel(ax, rep: Mapping) -> None:
+    ps, worst = rep["per_set"], rep["worst_sets"]
+    n, e = np.asarray(ps["samples"], float), np.maximum(np.asarray(ps["gram_row_error"], float), 1e-16)
+    ax.scatter(n, e, s=12, color="tab:blue", alpha=0.7, label="label sets")
+    for w in worst:
+        ax.annotate("{" + ",".join(map(str, w["labels"])) + "}", (w["samples"], max(w["gram_row_error"], 1e-16)),
+                    fontsize=6, xytext=(3, 2), textcoords="offset points")
+    ax.set(xscale="log", yscale="log", xlabel="samples of the label set",
+           ylabel="‖G_s − G*_s‖ / ‖G*_s‖ (Gram row)", title="per label set (worst named)")
+
+
+def measure_figure(rep: Mapping, path) -> None:
+    """The figure of `mlnc-jax measure`, from its JSON report: the network's label-set-mean
+    Gram next to the certified optimum's (rows by sample count, when the report holds them)
+    and the per-set Gram-row errors."""
+    apply_style()
+    grams = rep.get("grams")
+    ncol = 3 if grams else 1
+    fig, axes = plt.subplots(1, ncol, figsize=(3.6 * ncol, 3.4), layout="constrained", squeeze=False)
+    axes = axes[0]
+    if grams:
+        order = np.argsort(-np.asarray(rep["per_set"]["samples"], float), kind="stable")
+        Gn, Gu = (np.asarray(grams[k], float)[np.ix_(order, order)] for k in ("network_means", "ufm"))
+        vmax = max(np.abs(Gu).max(), 1e-300)
+        for ax, G, title in ((axes[0], Gn, "network μμᵀ"), (axes[1], Gu, "certified UFM H*H*ᵀ")):
+            im = ax.imshow(G, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+            ax.grid(False)
+            ax.set(title=title, xlabel="label sets, most samples first")
+        fig.colorbar(im, ax=axes[1], shrink=0.8)
+    _errors_panel(axes[-1], rep)
+    lam, cmp, fit = rep["lambdas"], rep["comparison"], rep["fit"]
+    how = (f"fitted (relative std {fit['relative_std'][0]:.2g}, {fit['relative_std'][1]:.2g})"
+           if fit else "given")
+    fig.suptitle(f"{rep['metadata']['config']['loss']}: λW = {lam['lambda_w']:.3g}, λH = "
+                 f"{lam['lambda_h']:.3g} {how}; UFM {rep['ufm']['status']}; Gram error "
+                 f"{cmp['gram_h_error']:.2g}, WWᵀ {cmp['gram_w_error']:.2g}", fontsize=9)
     savefig(fig, path)

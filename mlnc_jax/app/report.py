@@ -9,12 +9,12 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from ..analysis.compare import Comparison, compare, relative_error
+from ..analysis.geometry import GeometryStability, geometry_stability
+from ..analysis.metrics import NCMetrics, nc_metrics
+from ..analysis.synthesis import synthesis_report
 from ..engine.result import SolveResult
 from ..engine.solve import solve
-from ..measure.compare import Comparison, compare, relative_error
-from ..measure.geometry import GeometryStability, geometry_stability
-from ..measure.metrics import NCMetrics, nc_metrics
-from ..measure.synthesis import synthesis_report
 from ..model.budget import check_memory, estimate_solve_bytes
 from ..model.checks import check_has_labels, check_min_classes
 from ..model.labels import LabelDistribution, singleton_imbalance

@@ -50,7 +50,7 @@ __all__ = [
     "parse_distribution", "parse_label_matrix", "load_label_matrix_file", "memory_limit_bytes",
     "check_memory", "format_bytes", "estimate_solve_bytes", "estimate_spectrum_bytes",
     "estimate_distribution_bytes", "check_json_object", "check_has_labels", "check_min_classes",
-    "expect_keys",
+    "expect_keys", "check_network_arrays",
 ]
 
 
@@ -110,3 +110,38 @@ def expect_keys(obj: Mapping, allowed: Iterable[str], what: str) -> None:
         raise InputError(f"unknown key(s) in {what}: {', '.join(map(str, unknown))}")
 
 
+
+
+def _finite_array(a, name: str, shape: tuple) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiu":
+        raise InputError(f"{name} must hold numbers, got dtype {a.dtype}")
+    if a.shape != shape:
+        raise InputError(f"{name} must have shape {list(shape)}, got {list(a.shape)}")
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{name} is not finite (NaN or inf entries)")
+    return a
+
+
+def check_network_arrays(features_shape, features_dtype, labels, W, b=None):
+    """A network's last layer as `mlnc_jax.measure` takes it: features `[N, d]` (float or
+    integer dtype; their finiteness is checked block by block as they are read), binary
+    labels `[N, K]`, classifier `W [K, d]` and optional bias `b [K]`, both finite. Returns
+    `(labels as uint8, W float64, b float64 or None)`."""
+    shape = tuple(features_shape)
+    if len(shape) != 2 or 0 in shape:
+        raise InputError(f"features must be a non-empty [N, d] array, got shape {list(shape)}")
+    if np.dtype(features_dtype).kind not in "fiu":
+        raise InputError(f"features must hold numbers, got dtype {features_dtype}")
+    N, d = shape
+    Y = np.asarray(labels)
+    if Y.ndim != 2 or Y.shape[0] != N:
+        raise InputError(f"labels must have shape [N, K] with N = {N} (the features' rows), "
+                         f"got {list(Y.shape)}")
+    if Y.dtype.kind not in "biuf" or not np.all((Y == 0) | (Y == 1)):
+        raise InputError("labels must be binary (0/1 entries)")
+    K = Y.shape[1]
+    W = _finite_array(W, "classifier W", (K, d))
+    b = None if b is None else _finite_array(b, "bias b", (K,))
+    return Y.astype(np.uint8), W, b

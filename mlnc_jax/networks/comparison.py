@@ -4,20 +4,20 @@ the objective bound `F_net ≥ F(W, μ, b) ≥ F*_UFM` and the geometry errors (
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..measure.compare import relative_error
-from ..measure.metrics import nc1
+from ..analysis.compare import relative_error
+from ..analysis.metrics import within_between_ratio
 from ..model.errors import InputError
 from ..model.labels import LabelDistribution
-from ..model.ufm import UFMConfig, UFMParams, objective, per_sample_objective
+from ..model.ufm import UFMConfig, UFMParams, objective
+from .statistics import SampleStatistics, sample_statistics
 
-__all__ = ["NetComparison", "sample_set_index", "label_set_means", "compare_network"]
+__all__ = ["NetComparison", "sample_set_index", "label_set_means", "network_comparison",
+           "project_out_ignored", "compare_network"]
 
 
 def sample_set_index(labels, dist: LabelDistribution) -> np.ndarray:
@@ -40,7 +40,7 @@ def label_set_means(H, set_index, num_sets: int) -> np.ndarray:
     return sums / np.maximum(counts, 1.0)[:, None]
 
 
-def _project_out_ignored(Z, loss):
+def project_out_ignored(Z, loss):
     """Logits modulo the directions the loss ignores (PAL: `z + c1`), as THEORY §7 compares."""
     V = np.asarray(loss.ignored_directions(Z.shape[-1]))
     return Z - (Z @ V.T) @ V if V.size else Z
@@ -76,49 +76,48 @@ class NetComparison(NamedTuple):
     within_ratio: float
 
 
-@partial(jax.jit, static_argnames=("config", "num_sets"))
-def _jax_terms(W, H, b, mu, label_sets, weights, set_index, config, num_sets):
-    """Per-sample objective, reduced objective at the means, NC1 (one compiled program)."""
-    f_net = per_sample_objective(UFMParams(W, H, b), label_sets[set_index], config)
-    f_mu = objective(UFMParams(W, mu, b), label_sets, weights, config)
-    return f_net, f_mu, nc1(H, set_index, num_sets)
+def _objectives(stats: SampleStatistics, W, b, dist, config):
+    """`(F_net, F(W, μ, b))`: the per-sample objective from the streamed sums (`model.ufm`:
+    the λ_W, λ_b terms from `objective` at no rows) and the reduced one at the means."""
+    Wj, bj = jnp.asarray(W), jnp.asarray(b)
+    no_rows = jnp.zeros((0, Wj.shape[1]))
+    penalty = objective(UFMParams(Wj, no_rows, bj), jnp.zeros((0, Wj.shape[0])), jnp.zeros(0), config)
+    n = stats.num_samples
+    f_net = stats.loss_sum / n + 0.5 * config.lambda_h * stats.feature_ss / n + float(penalty)
+    f_mu = objective(UFMParams(Wj, jnp.asarray(stats.means), bj), jnp.asarray(dist.label_sets),
+                     jnp.asarray(dist.weights), config)
+    return float(f_net), float(f_mu)
 
 
-def compare_network(H, W, b, set_index, dist: LabelDistribution, ufm, config: UFMConfig) -> NetComparison:
-    """Compare per-sample features `H [N, d]` and classifier `(W, b)` with a UFM solution
-    `ufm` (fields `W, H, b, objective`) of `dist` under `config` (THEORY §7)."""
-    H = np.asarray(H, np.float64)
-    W = np.asarray(W, np.float64)
-    b = np.asarray(b, np.float64)
-    T = dist.num_sets
-    mu = label_set_means(H, set_index, T)
+def network_comparison(stats: SampleStatistics, W, b, dist: LabelDistribution, ufm,
+                       config: UFMConfig) -> NetComparison:
+    """`NetComparison` from the streamed `SampleStatistics` of the features (THEORY §7)."""
+    W, b = np.asarray(W, np.float64), np.asarray(b, np.float64)
+    mu = stats.means
     Ws, Hs, bs = (np.asarray(v, np.float64) for v in (ufm.W, ufm.H, ufm.b))
-    f_net, f_mu, nc1_value = _jax_terms(jnp.asarray(W), jnp.asarray(H), jnp.asarray(b), jnp.asarray(mu),
-                                        jnp.asarray(dist.label_sets), jnp.asarray(dist.weights),
-                                        jnp.asarray(set_index), config, T)
+    f_net, f_mu = _objectives(stats, W, b, dist, config)
     G, Gs = mu @ mu.T, Hs @ Hs.T
     r = np.sqrt(np.asarray(dist.weights))
     unit = lambda A: A / max(np.linalg.norm(A), 1e-300)
     Z, Zs = mu @ W.T + b, Hs @ Ws.T + bs
-    Z, Zs = _project_out_ignored(Z, config.loss_record), _project_out_ignored(Zs, config.loss_record)
+    Z, Zs = project_out_ignored(Z, config.loss_record), project_out_ignored(Zs, config.loss_record)
     return NetComparison(
-        net_objective=float(f_net), means_objective=float(f_mu), ufm_objective=float(np.asarray(ufm.objective)),
+        net_objective=f_net, means_objective=f_mu, ufm_objective=float(np.asarray(ufm.objective)),
         gram_h_error=relative_error(G, Gs),
         gram_h_error_scaled=relative_error(unit(G), unit(Gs)),
         gram_h_error_weighted=relative_error(r[:, None] * G * r, r[:, None] * Gs * r),
         gram_w_error=relative_error(W @ W.T, Ws @ Ws.T),
         logit_error=relative_error(Z, Zs),
-        nc1=float(nc1_value),
-        within_ratio=_within_ratio(H, mu, set_index, dist.weights),
+        nc1=stats.nc1_ss / (stats.num_samples * stats.nc1_sets),
+        within_ratio=float(within_between_ratio(np.sum(stats.within_ss), mu, stats.counts)),
     )
 
 
-def _within_ratio(H, mu, set_index, weights):
-    """`tr Σ_W / tr Σ_B` with `Σ_W`, `Σ_B` as in `metrics.nc1` (per-sample global mean,
-    unweighted over present sets)."""
-    sw = np.sum((H - mu[set_index]) ** 2) / H.shape[0]
-    present = np.asarray(weights) > 0
-    sb = np.sum((mu[present] - H.mean(0)) ** 2) / present.sum()
-    return float(sw / sb) if sb > 0 else float("inf")
-
-
+def compare_network(H, W, b, set_index, dist: LabelDistribution, ufm, config: UFMConfig,
+                    chunk_rows: int | None = None) -> NetComparison:
+    """Compare per-sample features `H [N, d]` and classifier `(W, b)` with a UFM solution
+    `ufm` (fields `W, H, b, objective`) of `dist` under `config` (THEORY §7). The features
+    are summarised in streamed blocks (`networks.statistics`); `mlnc_jax.measure` is the
+    same comparison from files."""
+    stats = sample_statistics(H, set_index, dist, W, b, config, chunk_rows)
+    return network_comparison(stats, W, b, dist, ufm, config)

@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..model.errors import InputError
+from ..theory.spectra import array_module
 
-__all__ = ["nc1", "nc2_classifier", "nc2_features", "nc3", "singleton_means", "weighted_mean",
+__all__ = ["nc1", "between_set_whitener", "within_between_ratio", "nc2_classifier", "nc2_features", "nc3", "singleton_means", "weighted_mean",
            "tagwise_angles", "NCMetrics", "nc_metrics", "tagwise_residuals",
            "simplex_etf_distance"]
 
@@ -37,31 +38,58 @@ def _safe_normalize(A):
     return A / jnp.where(n > 0, n, 1.0)
 
 
+def between_set_whitener(means, counts):
+    """`(L [d, d], T')` with `Σ_B^† = L Lᵀ` (the pseudo-inverse of `nc1`'s `Σ_B`, cut as
+    numpy's and JAX's `pinv`: eigenvalues `≤ 10·d·ε·λ_max` dropped, their columns zero) from
+    the label-set means `[T, d]` and sample counts `[T]`; `T'` = sets with samples. numpy in,
+    numpy out (the streaming path of `networks.statistics`); jax arrays otherwise."""
+    xp = array_module(means, counts)
+    means = xp.asarray(means)
+    counts = xp.asarray(counts, dtype=means.dtype)
+    present = counts > 0
+    muG = counts @ means / xp.sum(counts)            # per-sample global mean
+    D = (means - muG) * present[:, None]
+    Tp = xp.sum(present).astype(means.dtype)
+    w, V = xp.linalg.eigh(D.T @ D / Tp)
+    s = xp.abs(w)
+    cutoff = 10.0 * means.shape[1] * xp.finfo(means.dtype).eps * xp.max(s)
+    inv = xp.where(s > cutoff, 1.0 / xp.where(s > cutoff, s, 1.0), 0.0)
+    return V * xp.sqrt(inv), Tp
+
+
+def within_between_ratio(within_ss, means, counts):
+    """`tr Σ_W / tr Σ_B` (inf when `Σ_B = 0`), `Σ_W`, `Σ_B` as in `nc1`: `within_ss` =
+    `Σ_i ‖h_i − μ_{S(i)}‖²`, means `[T, d]`, counts `[T]`. The scale-free collapse summary
+    without `nc1`'s inverse."""
+    xp = array_module(means, counts)
+    counts = xp.asarray(counts, dtype=means.dtype)
+    present = counts > 0
+    muG = counts @ means / xp.sum(counts)
+    tr_b = xp.sum(((means - muG) * present[:, None]) ** 2) / xp.sum(present)
+    tr_w = within_ss / xp.sum(counts)
+    return xp.where(tr_b > 0, tr_w / xp.where(tr_b > 0, tr_b, 1.0), xp.inf)
+
+
 def nc1(features, set_index, num_sets: int):
     """NC1 on per-sample features (Li et al. 2024; Papyan et al. 2020):
 
         μ_S = mean_{i: S(i)=S} h_i,   μ_G = (1/N) Σ_i h_i   (per-sample = π-weighted mean),
         Σ_W = (1/N) Σ_i (h_i − μ_{S(i)})(h_i − μ_{S(i)})ᵀ,
         Σ_B = (1/T') Σ_{S present} (μ_S − μ_G)(μ_S − μ_G)ᵀ,
-        NC1 = tr(Σ_W Σ_B^†) / T',
+        NC1 = tr(Σ_W Σ_B^†) / T'  =  Σ_i ‖(h_i − μ_{S(i)})ᵀ L‖² / (N T'),
 
-    `T'` = number of label sets with at least one sample. `features [N, d]`, `set_index [N]`
-    integers in `[0, num_sets)` (e.g. from `labels.sample_labels`), `num_sets` static.
+    `Σ_B^† = L Lᵀ` (`between_set_whitener`), so no `d × d` `Σ_W` is formed. `T'` = number
+    of label sets with at least one sample. `features [N, d]`, `set_index [N]` integers in
+    `[0, num_sets)` (e.g. from `labels.sample_labels`), `num_sets` static.
     Zero at exact NC1 (every sample on its set's mean).
     """
     X = jnp.asarray(features)
     N = X.shape[0]
     counts = jax.ops.segment_sum(jnp.ones((N,), X.dtype), set_index, num_segments=num_sets)
     sums = jax.ops.segment_sum(X, set_index, num_segments=num_sets)
-    present = counts > 0
-    mu = sums / jnp.where(present, counts, 1.0)[:, None]
-    muG = jnp.mean(X, axis=0)
-    R = X - mu[set_index]
-    Sw = R.T @ R / N
-    Tp = jnp.sum(present).astype(X.dtype)
-    D = (mu - muG) * present[:, None]
-    Sb = D.T @ D / Tp
-    return jnp.trace(Sw @ jnp.linalg.pinv(Sb, hermitian=True)) / Tp
+    mu = sums / jnp.where(counts > 0, counts, 1.0)[:, None]
+    L, Tp = between_set_whitener(mu, counts)
+    return jnp.sum(((X - mu[set_index]) @ L) ** 2) / (N * Tp)
 
 
 def nc2_classifier(W):
@@ -158,7 +186,7 @@ def nc_metrics(W, H, label_sets, weights) -> NCMetrics:
 
 def tagwise_residuals(gram_H, label_sets, weights=None):
     """Relative tag-wise averaging residuals `‖h_S − c_S v_S‖ / ‖h_S‖` (`v_S = mean_{k∈S} h_k`,
-    best scalar `c_S`; `mlnc_jax.measure.synthesis` rule (a)) from the prototype Gram `H Hᵀ` alone, so
+    best scalar `c_S`; `mlnc_jax.analysis.synthesis` rule (a)) from the prototype Gram `H Hᵀ` alone, so
     they are rotation-invariant and differentiable. `label_sets` must be concrete (it fixes
     which rows are singletons). Returns `(residuals [n], rows [n])` for the sets with `|S| ≥ 2`
     whose singletons are all in the support (rows with zero weight left out)."""
