@@ -6,7 +6,8 @@ on a fixed random training subset (`mlnc_jax.networks`, λ_θ = 0), and its last
 compared with the certified reduced-UFM optimum of the empirical label distribution of the
 same subset (same λ_W, λ_H, d): label-set-mean Gram, W Wᵀ, logits, objective gap
 (THEORY §2, §3, §7), NC1, and the synthesis residuals of §6 on the network's means.
-One extra run with λ_θ > 0 shows what a weight penalty on the backbone does.
+One extra run with λ_θ > 0 shows what a weight penalty on the backbone does. At the widest
+width, λ_W and λ_H are fitted to each network (`mlnc_jax.fit_lambdas`): which UFM is it at?
 """
 
 from __future__ import annotations
@@ -140,15 +141,28 @@ def _ufm_arrays(pre, u) -> dict:
             f"{pre}_ufm_b": np.asarray(u.b), f"{pre}_ufm_certificate": np.asarray(u.certificate)}
 
 
+def _store_fit(out, pre, r, means, d, cfg, loss):
+    """Which UFM is the trained network at? λ_W, λ_H fitted to its `W` and label-set means
+    through the certified optimum (`mlnc_jax.fit_lambdas`, THEORY §8)."""
+    config = UFMConfig(loss, min(cfg.dim, d["dist"].num_classes), 1.0, 1.0)
+    f = nw.fit_lambdas(r.params.W, means, d["dist"], config)
+    for name in ("lambda_w", "lambda_h", "distance", "log_std", "balance", "converged"):
+        out[f"{pre}_fit_{name}"] = np.asarray(getattr(f, name))
+    return f
+
+
 def _width_cases(cfg, d, u, ds, loss, out):
     """Train at every width against the UFM optimum `u`: the table entries per width and
-    one line per case."""
+    one line per case; the λ fit at the widest width."""
     ufm_syn = synthesis_report(u.H, d["dist"]).summary["freefit_median"]
     entries, cases = [], []
     for width in cfg.widths:
         r, c, means, sec = _run_case(cfg, d, u, loss, width, 0.0)
         pre = f"{ds}_{loss}_w{width}"
         _store_case(out, pre, r, means, d, cfg)
+        if width == max(cfg.widths):
+            f = _store_fit(out, pre, r, means, d, cfg, loss)
+            _say(f"{pre}: fitted λ_W {f.lambda_w:.6g}, λ_H {f.lambda_h:.6g}")
         entries.append(_table_entry(r, c, means, sec, d["dist"], ufm_syn))
         cases.append(f"{pre}: gram_h {c.gram_h_error:.3g}, gap "
                      f"{c.net_objective - c.ufm_objective:.3g}, {sec:.1f} s")
@@ -165,6 +179,7 @@ def _weight_decay_case(cfg, data, sols, out) -> list:
     r, c, means, _ = _run_case(cfg, d, u, loss, width, cfg.lambda_theta)
     pre = f"theta_{ds}_{loss}_w{width}"
     _store_case(out, pre, r, means, d, cfg)
+    _store_fit(out, pre, r, means, d, cfg, loss)
     for name in c._fields:
         out[f"{pre}_{name}"] = np.asarray(getattr(c, name))
     out[f"{pre}_lambda_theta"] = np.asarray(cfg.lambda_theta)
@@ -306,11 +321,35 @@ def _heatmaps(fig, gs, panels):
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="Gram entry (colour scale of H*H*ᵀ)")
 
 
+def _fit_panel(ax, a, meta):
+    """Fitted λ's over the training λ's, per (data set, loss) at the widest width, and the
+    weight-decayed backbone's effective pair."""
+    wmax, lw, lh = int(a["widths"].max()), float(a["lambda_w"]), float(a["lambda_h"])
+    rows = [(f"{ds} {loss}", f"{ds}_{loss}_w{wmax}") for ds in meta["datasets"]
+            for loss in meta["losses"]]
+    ds, loss = meta["config"]["heatmap_dataset"], meta["config"]["heatmap_loss"]
+    if f"theta_{ds}_{loss}_w{wmax}_fit_lambda_w" in a:
+        rows.append((f"{ds} {loss}, λθ > 0", f"theta_{ds}_{loss}_w{wmax}"))
+    x = np.arange(len(rows))
+    for off, key, ref, mk, lab in ((-0.12, "lambda_w", lw, "o", "λW fitted / trained"),
+                                   (0.12, "lambda_h", lh, "s", "λH fitted / trained")):
+        v = np.array([float(a[f"{pre}_fit_{key}"]) / ref for _, pre in rows])
+        ax.plot(x + off, v, mk, label=lab)
+        for xi, vi in zip(x + off, v):
+            ax.annotate(f"{vi:.4g}", (xi, vi), fontsize=5.5, xytext=(2, 3), textcoords="offset points")
+    ax.axhline(1.0, color="0.5", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(x, [name for name, _ in rows], rotation=20, fontsize=7)
+    ax.set(ylabel="fitted / trained λ", title=f"Which UFM is the network at? λ's fitted through "
+           f"the certified optimum (width {wmax}; trained at λW = {lw:g}, λH = {lh:g})")
+    ax.legend(fontsize=7)
+
+
 def plot(a, meta):
     dss = meta["datasets"]
     nd = len(dss)
-    fig = plt.figure(figsize=(4.4 * max(nd, 3), 11.0))
-    gs = fig.add_gridspec(3, max(nd, 3), height_ratios=[1, 1, 1.15])
+    fig = plt.figure(figsize=(4.4 * max(nd, 3), 14.0))
+    gs = fig.add_gridspec(4, max(nd, 3), height_ratios=[1, 1, 1.15, 0.8])
     for i, ds in enumerate(dss):
         ax = fig.add_subplot(gs[0, i])
         _width_panel(ax, a, meta, i, ds)
@@ -323,5 +362,6 @@ def plot(a, meta):
     panels = _heatmap_panels(a, meta)
     if panels:
         _heatmaps(fig, gs, panels)
+    _fit_panel(fig.add_subplot(gs[3, :]), a, meta)
     return finish(fig, "Trained MLPs against the certified UFM optimum of their training label "
                        "distribution (same λW, λH, d)", 11)

@@ -82,7 +82,7 @@ def _summary(rep: dict) -> str:
                f"{fit['distance']:.3g}")
     worst = ", ".join(f"{w['labels']} ({w['samples']} samples, {w['gram_row_error']:.2g})"
                       for w in rep["worst_sets"][:3])
-    return (f"UFM {rep['ufm']['status']} at λ_W = {lam['lambda_w']:.4g}, λ_H = {lam['lambda_h']:.4g} "
+    return (f"UFM {rep['ufm']['status']} at λ_W = {lam['lambda_w']:.6g}, λ_H = {lam['lambda_h']:.6g} "
             f"({how})\nlabel-set-mean Gram error {cmp['gram_h_error']:.3g} (scale-free "
             f"{cmp['gram_h_error_scaled']:.3g}), W Wᵀ {cmp['gram_w_error']:.3g}, logits "
             f"{cmp['logit_error']:.3g}, F_net − F* = {cmp['objective_gap']:.3g}, "
