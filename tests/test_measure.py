@@ -139,7 +139,7 @@ def test_ufm_invariants_do_not_depend_on_the_dimension_above_k():
 
 
 def _refusal(tmp_path, capsys, argv):
-    rc = main(["measure", *argv, "--out", str(tmp_path / "r.json"), "--compile-cache", "off"])
+    rc = main(["measure", "--out", str(tmp_path / "r.json"), *argv, "--compile-cache", "off"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and err.startswith("mlnc-jax: error:"), err
     assert not (tmp_path / "r.json").exists()
@@ -165,10 +165,36 @@ def test_bad_inputs_are_refused_in_one_line(tmp_path, capsys):
     (tmp_path / "bad.safetensors").write_bytes(b"not a file")
     bad = base()
     bad[1] = str(tmp_path / "bad.safetensors")
-    assert "cannot read" in _refusal(tmp_path, capsys, bad)
+    assert "not a safetensors file" in _refusal(tmp_path, capsys, bad)
     np.savez(tmp_path / "two.npz", a=H, c=H)
     bad[1] = str(tmp_path / "two.npz")
     assert "name one as" in _refusal(tmp_path, capsys, bad)
-    rc = main(["measure", *base(), "--out", p("H").replace(".npy", ".json")])
-    over = main(["measure", *base(), "--out", str(tmp_path / "r.json"), "--figure", p("H")])
-    assert over == 2 and rc == 0                         # a figure may not replace an input
+    (tmp_path / "link.json").symlink_to(tmp_path / "H.npy")       # --out through a link
+    assert "would overwrite the input --features" in _refusal(
+        tmp_path, capsys, base() + ["--out", str(tmp_path / "link.json")])
+    assert np.array_equal(np.load(p("H")), H)
+
+
+def test_safetensors_and_npy_readers_stream_rows(tmp_path):
+    """The readers against files the official `safetensors` writer and numpy made; bfloat16
+    (what PyTorch often saves) widened exactly; a truncated file is refused."""
+    import struct
+
+    from mlnc_jax.io.arrays import open_array
+
+    a = np.random.default_rng(0).normal(size=(9, 5)).astype(np.float32)
+    save_file({"features": a, "b": np.arange(3.0)}, str(tmp_path / "x.safetensors"))
+    src = open_array(str(tmp_path / "x.safetensors"), "features")
+    assert src.shape == (9, 5) and np.array_equal(src.rows(2, 7), a[2:7])
+    assert np.array_equal(open_array(f"{tmp_path}/x.safetensors:b", "bias").read(), np.arange(3.0))
+    v = np.array([[1.0, -2.5], [3.0, 0.15625]], np.float32)       # exact in bfloat16
+    hdr = json.dumps({"h": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]}}).encode()
+    raw = (v.view(np.uint32) >> 16).astype("<u2").tobytes()
+    (tmp_path / "bf.safetensors").write_bytes(struct.pack("<Q", len(hdr)) + hdr + raw)
+    assert np.array_equal(open_array(str(tmp_path / "bf.safetensors"), "features").read(), v)
+    np.save(tmp_path / "h.npy", a.astype(np.float16))
+    assert np.array_equal(open_array(str(tmp_path / "h.npy"), "features").rows(3, 9),
+                          a.astype(np.float16)[3:])
+    (tmp_path / "t.npy").write_bytes((tmp_path / "h.npy").read_bytes()[:-7])
+    with pytest.raises(mj.InputError, match="truncated"):
+        open_array(str(tmp_path / "t.npy"), "features").read()

@@ -1,8 +1,9 @@
 """A trained network's arrays on disk: features, labels, classifier and bias, read lazily.
 
-Formats: `.npy` (memory-mapped), `.npz` (one named member; a compressed member is read
-whole) and `.safetensors` (the format of `safetensors.torch.save_file` and Hugging Face;
-read through `safetensors`' numpy API, row slices without loading the file, no torch).
+Formats: `.npy`, `.npz` (one named member; an npz member is read whole) and `.safetensors`
+(the format of `safetensors.torch.save_file` and Hugging Face: an 8-byte header length, a
+JSON header, raw little-endian data; `bfloat16` is widened to float32 exactly). `.npy` and
+`.safetensors` rows are read by plain reads at their offsets: no torch, no memory map.
 A source is `PATH` or `PATH:KEY`; without a key an archive must hold the flag's default
 key (`features`, `labels`, `W` or `classifier`, `b` or `bias`) or exactly one array.
 
@@ -75,10 +76,29 @@ def _choose_key(keys: list[str], key: str | None, role: str, name: str) -> str:
 
 
 def _npy(path: Path) -> ArraySource:
-    a = np.load(path, mmap_mode="r", allow_pickle=False)
-    if not isinstance(a, np.ndarray):
-        raise InputError(f"{path} does not hold an array")
-    return array_source(a, str(path))
+    """Row blocks by plain reads at their offsets (a memory map would count every page
+    touched as resident memory of the process: the whole file, for a streamed pass)."""
+    with open(path, "rb") as f:
+        fmt = np.lib.format
+        version = fmt.read_magic(f)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        raise InputError(f"{path} holds Python objects, not numbers")
+    if fortran or len(shape) == 0:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+        return array_source(a, str(path))
+    row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+    def reader(i, j):
+        with open(path, "rb") as f:
+            f.seek(offset + i * row)
+            out = np.fromfile(f, dtype=dtype, count=(j - i) * row // max(dtype.itemsize, 1))
+        if out.size * dtype.itemsize != (j - i) * row:
+            raise InputError(f"{path} is truncated: rows {i}..{j} are not all there")
+        return out.reshape((j - i,) + tuple(shape[1:]))
+    return ArraySource(str(path), tuple(shape), dtype, reader)
 
 
 def _npz(path: Path, key, role) -> ArraySource:
@@ -88,19 +108,49 @@ def _npz(path: Path, key, role) -> ArraySource:
     return array_source(a, f"{path}:{k}")
 
 
+_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8",
+              "I32": "<i4", "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2",
+              "U8": "u1", "BOOL": "?"}
+
+
+def _safetensors_header(path: Path) -> tuple[dict, int]:
+    """The format's JSON header (`{name: {dtype, shape, data_offsets}}`) and where the data
+    starts: an 8-byte little-endian length, then the header."""
+    import json
+
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if not 2 <= n <= min(path.stat().st_size - 8, 100 << 20):
+            raise InputError(f"{path} is not a safetensors file (header length {n})")
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return header, 8 + n
+
+
 def _safetensors(path: Path, key, role) -> ArraySource:
-    try:
-        from safetensors import safe_open
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise InputError("reading .safetensors needs the 'safetensors' package") from None
-    f = safe_open(str(path), framework="numpy")
-    k = _choose_key(list(f.keys()), key, role, str(path))
-    sl = f.get_slice(k)
-    shape = tuple(sl.get_shape())
-    # the dtype of a zero-row slice: safetensors names dtypes its own way ("F32", "BF16")
-    dtype = np.asarray(sl[0:0] if shape else f.get_tensor(k)).dtype
-    return ArraySource(f"{path}:{k}", shape, dtype,
-                       lambda i, j: sl[i:j] if shape else f.get_tensor(k))
+    """Row blocks by plain reads (no memory map; `bfloat16` widened to float32 exactly)."""
+    header, start = _safetensors_header(path)
+    k = _choose_key(list(header), key, role, str(path))
+    info = header[k]
+    if info.get("dtype") not in _ST_DTYPES:
+        raise InputError(f"{path}:{k} has dtype {info.get('dtype')!r}, not a number type")
+    shape, bf16 = tuple(int(x) for x in info["shape"]), info["dtype"] == "BF16"
+    dtype = np.dtype(_ST_DTYPES[info["dtype"]])
+    begin, end = (int(x) for x in info["data_offsets"])
+    row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    if end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        raise InputError(f"{path}:{k}: data size does not match shape {list(shape)}")
+
+    def reader(i, j):
+        i, j = (0, 1) if not shape else (i, j)
+        with open(path, "rb") as f:
+            f.seek(start + begin + i * row)
+            out = np.fromfile(f, dtype=dtype, count=(j - i) * row // dtype.itemsize)
+        if out.size * dtype.itemsize != (j - i) * row:
+            raise InputError(f"{path}:{k} is truncated")
+        out = (out.astype(np.uint32) << 16).view(np.float32) if bf16 else out
+        return out.reshape(shape[1:] if not shape else (j - i,) + shape[1:]) if shape else out[0]
+    return ArraySource(f"{path}:{k}", shape, np.dtype(np.float32) if bf16 else dtype, reader)
 
 
 def open_array(spec: str, role: str) -> ArraySource:
