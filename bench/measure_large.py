@@ -5,7 +5,7 @@ label-set prototypes plus noise, labels drawn from `random_correlated(K, 0)`, a 
 classifier), then measured by the command line in a fresh process at given λ's (the fit is
 a function of the `[T, d]` means, not of N). Reported per size: file size, wall time of
 the CLI (compilation included, the persistent cache off) and its peak resident memory
-(`ru_maxrss` of the child), and the time the two streamed passes take inside it.
+(`VmHWM` of the child), and the time the two streamed passes take inside it.
 
     python bench/measure_large.py [--sizes 100000x512 1000000x4096] [--dtype float16]
 """
@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,11 @@ def run_cli(folder: Path, loss: str) -> dict:
             "--classifier", str(folder / "W.npy"), "--bias", str(folder / "b.npy"),
             "--loss", loss, "--lambda-w", "5e-3", "--lambda-h", "5e-3",
             "--out", str(folder / "report.json"), "--compile-cache", "off"]
-    code = ("import sys; from mlnc_jax.app.cli import main; sys.exit(main(sys.argv[1:]))")
+    # peak memory of the measuring process itself: VmHWM of its own address space (ru_maxrss
+    # of a child is not usable, Linux carries the parent's high-water mark into it)
+    code = ("import sys; from mlnc_jax.app.cli import main; rc = main(sys.argv[1:]); "
+            "print('VmHWM', [l.split()[1] for l in open('/proc/self/status') "
+            "if l.startswith('VmHWM')][0]); sys.exit(rc)")
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code, "measure", *argv], capture_output=True,
                          text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
@@ -61,7 +64,7 @@ def run_cli(folder: Path, loss: str) -> dict:
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     rep = json.loads((folder / "report.json").read_text())
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    peak = int(out.stdout.split("VmHWM")[-1].split()[0].strip("[]'\"")) * 1024
     return {"wall_s": wall, "peak_rss_bytes": peak, "measure_s": rep["metadata"]["wall_time_s"],
             "certified": rep["ufm"]["certified"], "within_ratio": rep["comparison"]["within_ratio"]}
 
@@ -77,8 +80,6 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         N, d = (int(x) for x in size.split("x"))
-        # one child per size: ru_maxrss of RUSAGE_CHILDREN is the largest child so far,
-        # so sizes run smallest first
         with tempfile.TemporaryDirectory(dir=os.environ.get("MLNC_BENCH_TMP")) as tmp:
             t = time.perf_counter()
             info = write_network(Path(tmp), N, d, args.classes, args.dtype)

@@ -11,6 +11,7 @@ import pytest
 
 from mlnc_jax.app import sweep as sw
 from mlnc_jax.app.cli import main
+from mlnc_jax.app.sweep_cli import format_repairs
 from mlnc_jax.model.errors import InputError
 
 CFG = {"distributions": [{"generator": "random_correlated", "num_classes": 3, "seed": {"range": [0, 5]}},
@@ -127,7 +128,7 @@ def test_stray_temporaries_are_removed(tmp_path, fake, capsys):
     s = sw.run_sweep(CFG, tmp_path, progress=False)
     assert s["stray_files_removed"] == 3 and s["computed"] == 0
     assert not [p for p in tmp_path.iterdir() if "tmp" in p.name]
-    assert "removed 3 stray temporary file(s)" in sw.format_repairs(s)
+    assert "removed 3 stray temporary file(s)" in format_repairs(s)
 
 
 @pytest.mark.parametrize("patch,word", [

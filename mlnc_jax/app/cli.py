@@ -191,7 +191,7 @@ def _add_measure(sub):
 
 def _add_sweep(sub):
     try:
-        from .sweep import add_sweep_parser
+        from .sweep_cli import add_sweep_parser
     except ImportError:
         return
     add_sweep_parser(sub)

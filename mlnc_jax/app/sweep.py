@@ -49,9 +49,10 @@ from ..engine import interrupts
 from ..io.results import jsonable, run_metadata, write_json_atomic
 from ..model.errors import InputError
 from ..model.labels import LabelDistribution
+from . import sweep_shares
 from .sweep_config import canonical_json, digest, expand_sweep, input_files
 
-__all__ = ["expand_sweep", "run_sweep", "load_sweep", "add_sweep_parser", "sweep_command"]
+__all__ = ["expand_sweep", "run_sweep", "load_sweep"]
 
 LOCK_NAME = ".sweep.lock"
 
@@ -170,9 +171,14 @@ def _read_manifest(path: Path):
 
 def _solve_chunk(dists, config, seeds, tol):
     """One batched solve of a chunk."""
+    import jax
+
     from ..engine.batch import solve_batch
 
-    r = solve_batch(dists, config, seeds=list(seeds), tol=tol, progress=False, warn=False)
+    # this process's own devices: under jax.distributed a chunk is one process's work, with
+    # no traffic to the others while it runs
+    r = solve_batch(dists, config, seeds=list(seeds), tol=tol, progress=False, warn=False,
+                    devices=jax.local_devices())
     return {k: np.asarray(getattr(r, k)) for k in
             ("W", "H", "b", "objective", "grad_norm", "residual", "certificate", "converged",
              "certified", "status", "steps", "mask")}
@@ -204,7 +210,8 @@ def _written_here(name: str) -> bool:
     import fnmatch
 
     patterns = ("manifest.json", "chunk-[0-9][0-9][0-9][0-9][0-9].npz",
-                "chunk-[0-9][0-9][0-9][0-9][0-9].json", LOCK_NAME, ".chunk-*.tmp*", ".tmp-*")
+                "chunk-[0-9][0-9][0-9][0-9][0-9].json", LOCK_NAME, ".sweep.share-*.lock",
+                ".chunk-*.tmp*", ".tmp-*")
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
@@ -231,17 +238,23 @@ def _check_out_dir(out: Path) -> None:
         raise InputError(f"cannot write to {parent}")
 
 
-def run_sweep(config, out_dir, *, progress: bool = True) -> dict:
+def run_sweep(config, out_dir, *, progress: bool = True, worker=None,
+              distributed: bool = False, timeout_s: float = 300.0) -> dict:
     """Run (or resume) a sweep into `out_dir`. Returns a summary dict.
 
     The config is validated completely before anything is written. A lock file makes a
     second concurrent run on the same directory fail; stray temporary files of killed runs
-    are removed; every chunk whose files disagree with the manifest is recomputed."""
+    are removed; every chunk whose files disagree with the manifest is recomputed.
+    `worker` (`"I/N"` or a `Share`) computes one share of the chunks beside other workers;
+    `distributed=True` takes the share of this `jax.distributed` process
+    (`mlnc_jax.app.sweep_shares`)."""
     import jax
 
     from ..model.ufm import UFMConfig
 
     jax.config.update("jax_enable_x64", True)  # a command-line run: results files are float64
+    share = sweep_shares.distributed_share() if distributed else (
+        sweep_shares.parse_share(worker) if isinstance(worker, str) else worker)
     out = Path(out_dir)
     _refuse_input_overwrite(out, config)
     manifest = expand_sweep(config)
@@ -250,8 +263,46 @@ def run_sweep(config, out_dir, *, progress: bool = True) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create {out}: {e.strerror or e}") from None
-    with _Lock(out):
-        return _run_locked(manifest, out, progress, UFMConfig)
+    if share is None:
+        with _Lock(out):
+            return _run_locked(manifest, out, progress, UFMConfig)
+    with sweep_shares.SharedLock(out, share, LOCK_NAME):
+        return _run_share(manifest, out, progress, UFMConfig, share,
+                          timeout_s if distributed else None)
+
+
+def _run_share(manifest, out: Path, progress: bool, UFMConfig, share, timeout_s) -> dict:
+    """One worker's share (`timeout_s` set: a `jax.distributed` process, which meets the
+    others after the manifest and at the end)."""
+    if timeout_s is None or share.index == 0:
+        _write_manifest(out, manifest)
+    if timeout_s is not None:
+        sweep_shares.barrier("sweep-manifest", timeout_s)
+        _write_manifest(out, manifest, check_only=True)
+    dists = [LabelDistribution.from_dict(d) for d in manifest["distributions"]]
+    todo_all, reasons = _chunks_to_compute(out, manifest)
+    todo = sweep_shares.in_share(todo_all, share)
+    t_all = time.perf_counter()
+    not_certified = _run_chunks(manifest, out, dists, todo, len(manifest["chunks"]) - len(todo),
+                                progress, UFMConfig)
+    if timeout_s is not None:
+        sweep_shares.barrier("sweep-done", timeout_s)
+    left, _ = _chunks_to_compute(out, manifest)
+    return {"chunks": len(manifest["chunks"]), "computed": len(todo),
+            "skipped": len(sweep_shares.in_share(range(len(manifest["chunks"])), share)) - len(todo),
+            "recomputed": sum(reasons.values()), "recomputed_reasons": reasons,
+            "stray_files_removed": 0, "problems": len(manifest["problems"]),
+            "not_certified": sorted(not_certified), "wall_time_s": time.perf_counter() - t_all,
+            "worker": str(share), "chunks_left": len(left),
+            "folder_not_certified": _folder_not_certified(out, manifest) if not left else None}
+
+
+def _folder_not_certified(out: Path, manifest: dict) -> list[int]:
+    """The problems not certified over every chunk of a complete folder (from the sidecars)."""
+    bad = []
+    for i in range(len(manifest["chunks"])):
+        bad += json.loads(_chunk_paths(out, i)[1].read_text()).get("not_certified", [])
+    return sorted(int(j) for j in bad)
 
 
 def _run_locked(manifest, out: Path, progress: bool, UFMConfig) -> dict:
@@ -271,16 +322,25 @@ def _run_locked(manifest, out: Path, progress: bool, UFMConfig) -> dict:
 def _take_over_dir(out: Path, manifest: dict) -> int:
     """Refuse a directory of another sweep, remove stray temporary files and write the
     manifest. Returns how many stray files were removed."""
+    _write_manifest(out, manifest, check_only=True)
+    removed = _remove_stray_temps(out)
+    _write_manifest(out, manifest)
+    return removed
+
+
+def _write_manifest(out: Path, manifest: dict, check_only: bool = False) -> None:
+    """Refuse a folder holding another sweep's manifest; else write ours (atomically: workers
+    that write it at once write the same bytes)."""
     mpath = out / "manifest.json"
     old = _read_manifest(mpath)
     if old is not None and old["sweep_hash"] != manifest["sweep_hash"]:
         raise InputError(f"{out} holds the results of a different sweep; choose another --out")
-    removed = _remove_stray_temps(out)
+    if check_only:
+        return
     try:
         write_json_atomic(mpath, manifest)
     except OSError as e:
         raise InputError(f"cannot write {mpath}: {e.strerror or e}") from None
-    return removed
 
 
 def _chunks_to_compute(out: Path, manifest: dict) -> tuple[list[int], dict[str, int]]:
@@ -378,35 +438,3 @@ def load_sweep(out_dir) -> dict[str, Any]:
             else:
                 res[k] = np.concatenate([p[k] for p in parts])[order]
     return res
-
-
-def add_sweep_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="run or resume a sweep over distributions x losses x lambdas x seeds")
-    p.add_argument("--config", required=True, metavar="SWEEP.json")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=sweep_command)
-
-
-def format_repairs(s: dict) -> str | None:
-    """`recomputed 3 chunk(s): 2 checksum mismatch, 1 holds chunk 10` (None if none)."""
-    parts = []
-    if s.get("recomputed"):
-        why = ", ".join(f"{n} {r}" for r, n in sorted(s["recomputed_reasons"].items()))
-        parts.append(f"recomputed {s['recomputed']} chunk(s): {why}")
-    if s.get("stray_files_removed"):
-        parts.append(f"removed {s['stray_files_removed']} stray temporary file(s)")
-    return "; ".join(parts) or None
-
-
-def sweep_command(args) -> int:
-    s = run_sweep(args.config, args.out, progress=not args.no_progress)
-    repairs = format_repairs(s)
-    if repairs:
-        print(repairs)
-    print(f"{s['problems']} problems in {s['chunks']} chunks: {s['computed']} computed, "
-          f"{s['skipped']} already done, {s['wall_time_s']:.1f} s -> {args.out}")
-    if s["not_certified"]:
-        print(f"not certified: problems {s['not_certified']} (see their 'status' in load_sweep)")
-        return 1
-    return 0

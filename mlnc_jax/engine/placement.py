@@ -68,7 +68,9 @@ class Placer:
         self.devices = list(devices)
         self.n = len(self.devices)
         self.axis = axis
-        self.multi_process = jax.process_count() > 1
+        # devices of other processes (jax.distributed): arrays are assembled from each
+        # process's part and fetched by an all-gather; this process's own devices need neither
+        self.multi_process = any(d.process_index != jax.process_index() for d in self.devices)
         if self.n > 1:
             from jax.sharding import Mesh, NamedSharding
             from jax.sharding import PartitionSpec as P
