@@ -140,3 +140,35 @@ def test_share_parsing_and_slurm_arrays():
     env = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_COUNT": "4"}
     assert share_from_environment(env) == Share(2, 4)
     assert share_from_environment({}) is None
+
+
+_BATCH = r"""
+import sys, jax, numpy as np
+from mlnc_jax.app.sweep_shares import initialize_distributed
+initialize_distributed(sys.argv[1], 2, int(sys.argv[2]), 120)
+import mlnc_jax as mj
+dists = [mj.random_correlated(4, s) for s in range(10)]
+r = mj.solve_batch(dists, mj.UFMConfig("pal", 4, 0.01, 0.01), seeds=list(range(10)), progress=False)
+np.save(sys.argv[3], np.stack([r.objective, r.certified, r.steps]))
+"""
+
+
+def test_solve_batch_splits_problems_across_processes(tmp_path):
+    """Both processes return the whole result, equal to one process's (each problem is solved
+    by one process on its own device, the same program as in one process)."""
+    import mlnc_jax as mj
+
+    port = _free_port()
+    ps = [subprocess.Popen([sys.executable, "-c", _BATCH, f"127.0.0.1:{port}", str(i),
+                            str(tmp_path / f"r{i}.npy")], env=_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in ps:
+        rc, _, err = _done(p)
+        assert rc == 0, err[-2000:]
+    dists = [mj.random_correlated(4, s) for s in range(10)]
+    ref = mj.solve_batch(dists, mj.UFMConfig("pal", 4, 0.01, 0.01), seeds=list(range(10)),
+                         progress=False)
+    for i in range(2):
+        obj, cert, steps = np.load(tmp_path / f"r{i}.npy")
+        assert cert.all() and np.array_equal(steps, ref.steps)
+        np.testing.assert_allclose(obj, ref.objective, rtol=1e-12)

@@ -23,7 +23,7 @@ import jax
 from ..model.budget import check_memory, estimate_solve_bytes
 from ..model.errors import InputError
 from ..model.ufm import UFMConfig
-from . import compile_cache
+from . import compile_cache, processes
 from .options import SolveOptions, check_start
 from .placement import Placer, bucket_rows, run_problems
 from .requests import Request, is_traced, validate
@@ -110,11 +110,16 @@ def _run(req: Request, plan: _Plan, opts: SolveOptions, init):
     with jax.enable_x64(True):
         probs, backs = problem_data(req, init, opts.init_scale)
         bar, update = _progress_bar(len(probs), opts.progress, req.tol)
+        spread = processes.spread_over_processes(opts.devices)
+        mine = processes.my_problems(len(probs)) if spread else range(len(probs))
         try:
-            outs = run_problems(probs, req.config.loss_record, req.config.bias, tol=req.tol,
-                                max_steps=opts.max_steps, chunk_steps=plan.chunk_steps,
-                                max_cg=opts.max_cg, slots=plan.slots, placer=plan.placer,
-                                on_progress=update, method=plan.method)
+            outs = run_problems([probs[j] for j in mine], req.config.loss_record,
+                                req.config.bias, tol=req.tol, max_steps=opts.max_steps,
+                                chunk_steps=plan.chunk_steps, max_cg=opts.max_cg,
+                                slots=plan.slots, placer=plan.placer, on_progress=update,
+                                method=plan.method) if len(mine) else []
+            if spread:  # jax.distributed: each process solved its share on its own devices
+                outs = processes.gather_outcomes(outs, len(probs))
         finally:
             if bar is not None:
                 bar.close()

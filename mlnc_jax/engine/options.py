@@ -64,7 +64,11 @@ class SolveOptions(NamedTuple):
             batch_size=count(self.batch_size, "batch_size"), init_scale=float(s), devices=devices)
 
     def device_list(self) -> list:
-        return list(self.devices) if self.devices is not None else jax.devices()
+        """The devices given, else this process's own (under `jax.distributed` the problems
+        are split among the processes: `engine.processes`)."""
+        if self.devices is not None:
+            return list(self.devices)
+        return jax.local_devices() if jax.process_count() > 1 else jax.devices()
 
     def method_for(self, num_sets: int, num_classes: int, dim: int) -> str:
         """The engine path, decided once per call: `method`, or by `newton.choose_method` at
