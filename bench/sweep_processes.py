@@ -26,10 +26,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def _config(seeds: int) -> dict:
-    return {"distributions": [{"generator": "random_correlated", "num_classes": 6,
+def _config(seeds: int, classes: int) -> dict:
+    return {"distributions": [{"generator": "random_correlated", "num_classes": classes,
                                "seed": {"range": [0, seeds]}}],
-            "losses": ["pal", "mse"], "dim": 6, "lambda_w": 5e-3, "lambda_h": 5e-3,
+            "losses": ["pal", "mse"], "dim": classes, "lambda_w": 5e-3, "lambda_h": 5e-3,
             "chunk_size": 8}
 
 
@@ -59,13 +59,14 @@ def _run(cfg: Path, out: Path, processes: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=96)
+    ap.add_argument("--classes", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default=str(HERE / "sweep_processes.json"))
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "sweep.json"
-        cfg.write_text(json.dumps(_config(args.seeds)))
+        cfg.write_text(json.dumps(_config(args.seeds, args.classes)))
         for r in range(args.repeats):          # alternate, so drift hits both alike
             for n in (1, 2):
                 wall = _run(cfg, Path(tmp) / f"out-{n}-{r}", n)
@@ -74,7 +75,8 @@ def main() -> None:
     one = min(x["wall_s"] for x in rows if x["processes"] == 1)
     two = min(x["wall_s"] for x in rows if x["processes"] == 2)
     res = {"metadata": {"machine": platform.platform(), "cpus": os.cpu_count(),
-                        "problems": 2 * args.seeds, "chunks": 2 * args.seeds // 8},
+                        "problems": 2 * args.seeds, "chunks": 2 * args.seeds // 8,
+                        "num_classes": args.classes},
            "rows": rows, "best_one_process_s": one, "best_two_processes_s": two,
            "ratio_two_over_one": two / one}
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}))

@@ -281,7 +281,7 @@ def _run_share(manifest, out: Path, progress: bool, UFMConfig, share, timeout_s)
         _write_manifest(out, manifest, check_only=True)
     dists = [LabelDistribution.from_dict(d) for d in manifest["distributions"]]
     todo_all, reasons = _chunks_to_compute(out, manifest)
-    todo = sweep_shares.in_share(todo_all, share)
+    todo = sweep_shares.in_share(todo_all, share, len(manifest["chunks"]))
     t_all = time.perf_counter()
     not_certified = _run_chunks(manifest, out, dists, todo, len(manifest["chunks"]) - len(todo),
                                 progress, UFMConfig)
@@ -289,7 +289,8 @@ def _run_share(manifest, out: Path, progress: bool, UFMConfig, share, timeout_s)
         sweep_shares.barrier("sweep-done", timeout_s)
     left, _ = _chunks_to_compute(out, manifest)
     return {"chunks": len(manifest["chunks"]), "computed": len(todo),
-            "skipped": len(sweep_shares.in_share(range(len(manifest["chunks"])), share)) - len(todo),
+            "skipped": len(sweep_shares.in_share(range(len(manifest["chunks"])), share,
+                                                 len(manifest["chunks"]))) - len(todo),
             "recomputed": sum(reasons.values()), "recomputed_reasons": reasons,
             "stray_files_removed": 0, "problems": len(manifest["problems"]),
             "not_certified": sorted(not_certified), "wall_time_s": time.perf_counter() - t_all,
