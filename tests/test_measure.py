@@ -26,7 +26,7 @@ def _trained(ds):
     X, Y, _ = nw.load_features(ds)
     idx = nw.subsample(Y, 200, 0)
     X, Y = X[idx], Y[idx]
-    tc = nw.TrainConfig(loss, lw, lh, 0.0, adam_steps=300, lbfgs_steps=600)
+    tc = nw.TrainConfig(loss, lw, lh, 0.0, adam_steps=200, lbfgs_steps=400)
     run = nw.train(X, Y, nw.MLPConfig(width=64, depth=2, dim=16), tc, seed=0)
     H = np.asarray(nw.features(run.params.layers, nw.standardize(X)))
     return H, Y, np.asarray(run.params.W), np.asarray(run.params.b)
