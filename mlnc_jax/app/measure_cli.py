@@ -61,15 +61,12 @@ def measurement_report(m, inputs: dict, **meta) -> dict:
 
 
 def _read(args):
-    from ..model.checks import check_number
-
     feats = open_array(args.features, "features")
     labels = open_array(args.labels, "labels").read()
     W = open_array(args.classifier, "classifier").read()
     b = None if args.bias is None else open_array(args.bias, "bias").read()
     if args.lambda_b and args.bias is None:
         raise InputError("--lambda-b needs --bias (a network without a bias has none to decay)")
-    check_number(args.lambda_b, "--lambda-b")
     return feats, labels, W, b
 
 

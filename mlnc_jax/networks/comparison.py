@@ -11,10 +11,9 @@ import numpy as np
 
 from ..analysis.compare import relative_error
 from ..analysis.metrics import within_between_ratio
-from ..model.errors import InputError
 from ..model.labels import LabelDistribution
 from ..model.ufm import UFMConfig, UFMParams, objective
-from .statistics import SampleStatistics, sample_statistics
+from .statistics import SampleStatistics, sample_statistics, set_rows
 
 __all__ = ["NetComparison", "sample_set_index", "label_set_means", "network_comparison",
            "project_out_ignored", "compare_network"]
@@ -22,13 +21,8 @@ __all__ = ["NetComparison", "sample_set_index", "label_set_means", "network_comp
 
 def sample_set_index(labels, dist: LabelDistribution) -> np.ndarray:
     """Row of `dist` (e.g. `LabelDistribution.from_label_matrix(labels)`) holding each
-    sample's label set, `[N]` int."""
-    rows = {tuple(np.asarray(r, dtype=np.uint8).tolist()): s
-            for s, r in enumerate(np.round(np.asarray(dist.label_sets)).astype(np.uint8))}
-    try:
-        return np.asarray([rows[tuple(r.tolist())] for r in np.asarray(labels, np.uint8)])
-    except KeyError as e:
-        raise InputError(f"label set {e.args[0]} of a sample is not in the distribution") from None
+    sample's label set, `[N]` int (`statistics.set_rows`: one sort, no per-sample loop)."""
+    return set_rows(labels, dist)
 
 
 def label_set_means(H, set_index, num_sets: int) -> np.ndarray:

@@ -72,21 +72,20 @@ def balance_ratio(W, means, weights, lambda_w, lambda_h) -> float:
     return float(lambda_w * np.sum(np.asarray(W) ** 2) / (lambda_h * hh)) if hh > 0 else math.inf
 
 
-def _targets(A, B, weights):
-    r = jnp.sqrt(jnp.asarray(weights))
-    Bw = r[:, None] * jnp.asarray(B) * r
-    return jnp.asarray(A), Bw, r, jnp.linalg.norm(A), jnp.linalg.norm(Bw)
+def _residual(gram_W, gram_H, A, B, weights):
+    """`r` of the module docstring from an optimum's Grams (jnp: traced or not)."""
+    sw = jnp.sqrt(jnp.asarray(weights))
+    weigh = lambda G: sw[:, None] * G * sw
+    Bw = weigh(jnp.asarray(B))
+    dW = (gram_W - A) / jnp.linalg.norm(A)
+    dH = (weigh(gram_H) - Bw) / jnp.linalg.norm(Bw)
+    return jnp.concatenate([dW.ravel(), dH.ravel()])
 
 
 def _residual_fn(dist, config, A, B, tol):
-    A, Bw, r, nA, nB = _targets(A, B, dist.weights)
-
     def residual(theta):
-        lw, lh = jnp.exp(theta[0]), jnp.exp(theta[1])
-        o = optimum(dist, config, lambda_w=lw, lambda_h=lh, tol=tol)
-        dW = (o.gram_W - A) / nA
-        dH = (r[:, None] * o.gram_H * r - Bw) / nB
-        return jnp.concatenate([dW.ravel(), dH.ravel()])
+        o = optimum(dist, config, lambda_w=jnp.exp(theta[0]), lambda_h=jnp.exp(theta[1]), tol=tol)
+        return _residual(o.gram_W, o.gram_H, A, B, dist.weights)
     return residual
 
 
@@ -100,19 +99,17 @@ def _scan_start(dist, config, A, B, ratio, fixed, tol):
         lh = _SCAN**2 / lw
     res = solve_batch([dist] * len(_SCAN), config, lambda_w=list(lw), lambda_h=list(lh),
                       tol=tol, progress=False, warn=False)
-    A, Bw, r, nA, nB = (np.asarray(x) for x in _targets(A, B, dist.weights))
     best, best_d = None, math.inf
     for i in range(len(_SCAN)):
         if not res.certified[i]:
             continue
         W, H = np.asarray(res.W[i]), np.asarray(res.H[i])[: dist.num_sets]
-        d2 = (np.sum((W @ W.T - A) ** 2) / nA**2
-              + np.sum((r[:, None] * (H @ H.T) * r - Bw) ** 2) / nB**2)
-        if d2 < best_d:
-            best, best_d = np.log([lw[i], lh[i]]), d2
+        d = float(jnp.linalg.norm(_residual(W @ W.T, H @ H.T, A, B, dist.weights)))
+        if d < best_d:
+            best, best_d = np.log([lw[i], lh[i]]), d
     if best is None:
         raise InputError("no certified UFM optimum on the λ scan: cannot fit λ_W, λ_H")
-    return best, math.sqrt(best_d)
+    return best, best_d
 
 
 def _evaluate(residual, jac, theta):

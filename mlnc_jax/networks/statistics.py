@@ -25,7 +25,8 @@ from ..model.errors import InputError
 from ..model.labels import LabelDistribution
 from ..model.ufm import UFMConfig, UFMParams, loss_terms
 
-__all__ = ["SampleStatistics", "sample_statistics", "distribution_and_index", "chunk_rows_for"]
+__all__ = ["SampleStatistics", "sample_statistics", "distribution_and_index", "set_rows",
+           "chunk_rows_for"]
 
 _CHUNK_BYTES = 64 * 2**20
 
@@ -50,15 +51,22 @@ def chunk_rows_for(d: int, chunk_rows: int | None = None) -> int:
     return int(chunk_rows) if chunk_rows else max(1, _CHUNK_BYTES // (8 * max(d, 1)))
 
 
-def distribution_and_index(labels) -> tuple[LabelDistribution, np.ndarray]:
-    """The empirical distribution of a binary `[N, K]` label matrix and each sample's row of
-    it (`[N]` int), in one sort (no per-sample Python loop)."""
-    dist = LabelDistribution.from_label_matrix(labels)
+def set_rows(labels, dist: LabelDistribution) -> np.ndarray:
+    """Each sample's row of `dist`, `[N]` int, in one sort (no per-sample Python loop)."""
     rows, inverse = np.unique(np.asarray(labels, np.uint8), axis=0, return_inverse=True)
     where = {tuple(r.tolist()): s for s, r in
              enumerate(np.round(np.asarray(dist.label_sets)).astype(np.uint8))}
-    to_dist = np.asarray([where[tuple(r.tolist())] for r in rows])
-    return dist, to_dist[np.ravel(inverse)]
+    try:
+        to_dist = np.asarray([where[tuple(r.tolist())] for r in rows], dtype=np.int64)
+    except KeyError as e:
+        raise InputError(f"label set {e.args[0]} of a sample is not in the distribution") from None
+    return to_dist[np.ravel(inverse)]
+
+
+def distribution_and_index(labels) -> tuple[LabelDistribution, np.ndarray]:
+    """The empirical distribution of a binary `[N, K]` label matrix and each sample's row."""
+    dist = LabelDistribution.from_label_matrix(labels)
+    return dist, set_rows(labels, dist)
 
 
 def _blocks(src: ArraySource, rows: int):
