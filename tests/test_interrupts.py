@@ -170,3 +170,37 @@ def test_interrupt_swallowed_by_a_finalizer_is_raised_at_the_next_check():
         interrupts.check()  # nothing pending after the guard
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_interrupt_inside_a_collection_is_recorded_not_raised(capsys):
+    """A SIGINT that lands in a gc callback (JAX registers one) must not print "Exception
+    ignored … Traceback": the handler records it and `check` raises it at the step boundary."""
+    import gc
+
+    from mlnc_jax.engine import interrupts
+
+    seen = []
+
+    def signals_during_collection(phase, info):
+        if phase == "start" and not seen:
+            seen.append(phase)
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.guard():
+                gc.callbacks.append(signals_during_collection)
+                try:
+                    gc.collect()
+                finally:
+                    gc.callbacks.remove(signals_during_collection)
+                assert seen
+                interrupts.check()
+        assert "Traceback" not in capsys.readouterr().err
+        assert interrupts._gc_started not in gc.callbacks
+        assert interrupts._gc_stopped not in gc.callbacks
+    finally:
+        signal.signal(signal.SIGINT, before)

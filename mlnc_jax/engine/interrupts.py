@@ -3,24 +3,49 @@
 Python turns SIGINT into `KeyboardInterrupt` at the next bytecode the main thread runs. When
 that bytecode belongs to a finalizer (a `__del__`, a weakref or gc callback: JAX runs many),
 the exception is printed as "Exception ignored" and dropped, and a long run carries on as if
-nothing happened. `guard` installs a handler that also records the signal, and the long loops
-(the solver's chunk loop, sweeps, network training, the experiments runner) call `check`
-between steps, so an interrupt swallowed that way is raised again at the next step boundary.
+nothing happened, after printing a traceback. `guard` installs a handler that records the
+signal and raises only outside finalizers (inside a `__del__` or a collection, bracketed by
+gc callbacks of its own, it just records), and the long loops (the solver's chunk loop,
+sweeps, network training, the experiments runner) call `check` between steps, which raises
+what was recorded at the next step boundary.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 import threading
 
 _pending = False
+_collecting = 0  # > 0 while the garbage collector and its callbacks run
+
+
+def _gc_started(phase, info):
+    global _collecting
+    _collecting += phase == "start"
+
+
+def _gc_stopped(phase, info):
+    global _collecting
+    _collecting = max(_collecting - (phase == "stop"), 0)
+
+
+def _in_finalizer(frame) -> bool:
+    for _ in range(64):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _handler(signum, frame):
     global _pending
     _pending = True
-    raise KeyboardInterrupt
+    if not (_collecting or _in_finalizer(frame)):
+        raise KeyboardInterrupt
 
 
 def check() -> None:
@@ -42,10 +67,16 @@ def guard():
         yield
         return
     _pending = False
+    # first of the start callbacks, last of the stop ones: the whole collection is inside
+    gc.callbacks.insert(0, _gc_started)
+    gc.callbacks.append(_gc_stopped)
     signal.signal(signal.SIGINT, _handler)
     try:
         yield
-        check()  # swallowed after the last step boundary: still an interrupt
+        check()  # recorded after the last step boundary: still an interrupt
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        for cb in (_gc_started, _gc_stopped):
+            with contextlib.suppress(ValueError):
+                gc.callbacks.remove(cb)
         _pending = False
