@@ -175,6 +175,8 @@ def eliminate(pt, prob, loss: Loss, bias: bool, mu) -> Elimination:
 
     def Dinv(y):
         yV = y @ V
+        if V.shape[1] == V.shape[0]:  # r = d: no complement (I − VVᵀ is round-off over c)
+            return _chol_solve(L, yV) @ V.T
         return y / c + (_chol_solve(L, yV) - yV / c) @ V.T
 
     zW, zb = jnp.zeros_like(W), jnp.zeros_like(pt.b)

@@ -19,6 +19,15 @@ with floors `f_H = λ_H^{3/4} λ_W^{1/4}`, `f_W = λ_W^{3/4} λ_H^{1/4}`, the na
 of the two blocks (`‖h‖ ~ (λ_W/λ_H)^{1/4}`, `‖W‖ ~ (λ_H/λ_W)^{1/4}`), which keep the test
 meaningful where the solution collapses to `W = 0`. `residual` is the largest of them;
 a problem is done when `residual ≤ tol`.
+
+Vanishing regularization (THEORY §2c) needs two more things of a step. The prototypes of
+multi-label sets sit in valleys of `O(1)` curvature (the in-set logits must stay equal) that
+bend as `W` moves, while the progress along the valleys has `O(λ)` curvature: a trial point's
+prototypes are refined by a Newton step on each set's own strictly convex problem given
+`(W, b)` (`refine_prototypes`, on the exact path), so a step follows the valley
+instead of leaving it. And the actual decrease of `F` is measured as a sum of per-set changes
+without cancellation (`objective_change`, `Loss.change`), down to the round-off of the step
+rather than of `F`: near an optimum `F` changes by less than its own last digit.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import jax.numpy as jnp
 from ..model.losses import Loss
 from .certificate import gradient_gram_eigenvalues, rho_from_eigenvalues
 from .cg import forcing_term, truncated_cg
-from .hessian import eliminate, row_sum
+from .hessian import Point, eliminate, row_sum
 from .matrix_free import Direction, matrix_free_direction
 
 __all__ = ["Problem", "State", "Summary", "METHODS", "value_grad", "block_residual", "gradient_roundoff",
@@ -123,6 +132,55 @@ def gradient_roundoff(W, U, b, curv, prob: Problem, loss: Loss, bias: bool):
     dz = H @ jnp.abs(W).T + (jnp.abs(b) if bias else 0.0)
     dg = jnp.abs(loss.hess_matvec(curv, dz))
     return _ROUNDOFF * jnp.sqrt(jnp.sum(dg * dg, -1))
+
+
+def _logits(W, U, b, w, bias: bool):
+    z = (U * _inv_sqrt_weights(w)[:, None]) @ W.T
+    return z + b if bias else z
+
+
+def set_changes(W0, U0, b0, W1, U1, b1, prob: Problem, loss: Loss, bias: bool):
+    """Per set, the change of `π_s ℓ(z_s) + λ_H‖U_s‖²/2` from point 0 to point 1 without
+    cancellation (`Loss.change` of the logits' own change), and its round-off bound."""
+    w, lh = prob.w, prob.lam[1]
+    mask = w > 0
+    dW, dU = W1 - W0, U1 - U0
+    z0 = _logits(W0, U0, b0, w, bias)
+    # H₁W₁ᵀ − H₀W₀ᵀ = H₀dWᵀ + dH W₁ᵀ: the change formed from the changes
+    dz = _logits(dW, U0, b1 - b0, w, bias) + (dU * _inv_sqrt_weights(w)[:, None]) @ W1.T
+    Y = jnp.where(mask[:, None], prob.Y, 1.0)
+    dl = jnp.where(mask, w * loss.change(z0, jnp.where(mask[:, None], dz, 0.0), Y), 0.0)
+    change = dl + lh * jnp.sum(dU * (U0 + 0.5 * dU), -1)
+    bound = _ROUNDOFF * (jnp.where(mask, w * jnp.sum(jnp.abs(dz) * (1.0 + Y), -1), 0.0)
+                         + lh * jnp.sum(jnp.abs(dU * U0), -1))
+    return change, bound
+
+
+def objective_change(W0, U0, b0, W1, U1, b1, prob: Problem, loss: Loss, bias: bool):
+    """`F(x₁) − F(x₀)` summed from `set_changes` plus the classifier's and bias's
+    regularizers, and its round-off bound."""
+    lw, lb = prob.lam[0], prob.lam[2]
+    change, bound = set_changes(W0, U0, b0, W1, U1, b1, prob, loss, bias)
+    dW, db = W1 - W0, b1 - b0
+    total = jnp.sum(change) + lw * jnp.sum(dW * (W0 + 0.5 * dW))
+    bound = jnp.sum(bound) + _ROUNDOFF * lw * jnp.sum(jnp.abs(dW * W0))
+    if bias:
+        total = total + lb * jnp.sum(db * (b0 + 0.5 * db))
+        bound = bound + _ROUNDOFF * lb * jnp.sum(jnp.abs(db * b0))
+    return total, bound
+
+
+def refine_prototypes(W, U, b, G, curv, gU, prob: Problem, loss: Loss, bias: bool):
+    """One Newton step `U_s ← U_s − D_s⁻¹ ∂F/∂U_s` on every prototype given `(W, b)` (each
+    set's problem is strictly convex; `D_s` factored at the point, `hessian.eliminate`), kept
+    per set where its objective falls, or where the change is below round-off and the set's
+    gradient falls. `G`, `curv`, `gU`: the point's, from `value_grad`."""
+    sq = lambda x: jnp.sum(x * x, -1)
+    U1 = U - eliminate(Point(W, U, b, G, curv), prob, loss, bias, 0.0).Dinv(gU)
+    gU1 = value_grad(W, U1, b, prob, loss, bias)[2]
+    change, bound = set_changes(W, U, b, W, U1, b, prob, loss, bias)
+    better = (change < -bound) | ((change <= bound) & (sq(gU1) < sq(gU)))
+    return jnp.where(better[:, None], U1, U)
 
 
 def block_residual(W, U, b, gW, gU, gb, G, prob: Problem, bias: bool, dg=0.0):
@@ -252,12 +310,17 @@ def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool
     pred = dr.pred
     W1, U1, b1 = st.W + dr.pW, st.U + dr.pU, st.b + dr.pb
     f1, gW1, gU1, gb1, G1, curv1 = value_grad(W1, U1, b1, prob, loss, bias)
+    if method == "exact" and loss.refine_prototypes:  # the valleys of the module doc
+        U1 = refine_prototypes(W1, U1, b1, G1, curv1, gU1, prob, loss, bias)
+        f1, gW1, gU1, gb1, G1, curv1 = value_grad(W1, U1, b1, prob, loss, bias)
     res1 = block_residual(W1, U1, b1, gW1, gU1, gb1, G1, prob, bias,
                           gradient_roundoff(W1, U1, b1, curv1, prob, loss, bias))
-    ared = st.f - f1
+    dF, dF_roundoff = objective_change(st.W, st.U, st.b, W1, U1, b1, prob, loss, bias)
+    ared = -dF
     small = 1e-12 * jnp.maximum(jnp.abs(st.f), 1e-30)
-    # below round-off of F, judge the step by the block residual instead
-    rho = jnp.where(pred <= small, jnp.where((res1 < st.residual) & (ared >= -small), 1.0, -1.0),
+    # below the round-off of the measured change, judge the step by the block residual
+    rho = jnp.where(pred <= dF_roundoff,
+                    jnp.where((res1 < st.residual) & (ared >= -dF_roundoff), 1.0, -1.0),
                     ared / jnp.where(pred > 0, pred, 1.0))
     rho = jnp.where(jnp.isfinite(f1) & jnp.isfinite(res1) & (pred > 0), rho, -jnp.inf)
     live = ~(st.done | st.stalled) & (st.steps < max_steps)

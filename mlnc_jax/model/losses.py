@@ -18,6 +18,13 @@ loss name:
   `W = 0, H = 0` and `g⁰_s = ∇ℓ(b₀, y_s)` (free bias, THEORY §3).
 * `minimiser_error(Y, w)` (THEORY §2b, free bias) and `domain_error(Y, w)` (label sets
   where the loss is undefined): a one-line message, or None.
+* `refine_prototypes`: the solver refines a trial point's prototypes (`engine.newton`):
+  for losses whose curvature stays `O(1)` in some logit directions at the optimum (PAL's
+  in-set contrasts, all of MSE's). BCE's curvature `σ(1−σ)` vanishes with the margins in
+  every direction: there the refinement costs steps and buys nothing (`False`).
+* `change(Z, dZ, Y)`: `ℓ(z + dz) − ℓ(z)` per row without cancellation (`value_change`;
+  built-ins in closed form, others as a plain difference): the solver's step test near an
+  optimum, where the changes of `F` sink below the round-off of `F` itself (THEORY §2c).
 
 A record is callable: `loss(z, y)` is `ℓ(z, y)` for one label set.
 """
@@ -57,10 +64,19 @@ class Loss:
     minimiser_error: Callable
     domain_error: Callable
     label_homogeneous: bool = False
+    value_change: Callable | None = None
+    refine_prototypes: bool = True
 
     def __call__(self, z, y):
         """`ℓ(z, y)` for one label set (`z`, `y` of shape `[K]`)."""
         return self.derivatives(z[None], y[None])[0][0]
+
+    def change(self, Z, dZ, Y):
+        """`ℓ(z_s + dz_s) − ℓ(z_s)` for every row, to the round-off of `dz` rather than of `ℓ`
+        where the record has a `value_change`."""
+        if self.value_change is not None:
+            return self.value_change(Z, dZ, Y)
+        return self.derivatives(Z + dZ, Y)[0] - self.derivatives(Z, Y)[0]
 
     @staticmethod
     def from_function(name: str, fn: Callable, *, convex: bool = True,
@@ -202,6 +218,30 @@ def _pal_normalized_derivatives(Z, Y):
     return l / m, g / m[:, None], (p, p)
 
 
+def _pal_change(Z, dZ, Y):
+    """`m log(Σ_j p_j e^{dz_j} / Σ_j p_j) − yᵀdz` with `e^{dz} − 1` by `expm1`."""
+    _, p = _softmax_parts(Z)
+    m = jnp.sum(Y, -1)
+    rel = jnp.sum(p * jnp.expm1(dZ), -1) / jnp.sum(p, -1)
+    return m * jnp.log1p(rel) - jnp.sum(Y * dZ, -1)
+
+
+def _pal_normalized_change(Z, dZ, Y):
+    return _pal_change(Z, dZ, Y) / jnp.sum(Y, -1)
+
+
+def _bce_change(Z, dZ, Y):
+    """`softplus(z + dz) − softplus(z) = log1p(σ(z) expm1(dz))`, on the side of each label
+    where it does not cancel (as `_bce_derivatives`)."""
+    up = jnp.log1p(jax.nn.sigmoid(Z) * jnp.expm1(dZ))
+    down = jnp.log1p(jax.nn.sigmoid(-Z) * jnp.expm1(-dZ))
+    return jnp.sum(jnp.where(Y > 0, down, up), -1)
+
+
+def _mse_change(Z, dZ, Y):
+    return jnp.sum(dZ * (Z - Y + 0.5 * dZ), -1)
+
+
 def _bce_derivatives(Z, Y):
     """`ℓ = Σ_k softplus(z_k) − y_k z_k`, `g = σ(z) − y`, `∇²ℓ = diag σ(1−σ)`, written as
     `(1−y) softplus(z) + y softplus(−z)` and `(1−y)σ(z) − yσ(−z)` (the same functions):
@@ -339,27 +379,27 @@ def _numeric_collapse_bias(derivatives, iters: int = 50):
     return collapse_bias
 
 
-def _builtin(name, derivatives, ignored, bias, collapse_gradients, minimiser, domain=_always,
-             homogeneous=False):
+def _builtin(name, derivatives, change, ignored, bias, collapse_gradients, minimiser,
+             domain=_always, homogeneous=False, refine=True):
     return Loss(name, derivatives, _diag_rank1_matvec, _diag_rank1_congruence,
                 _diag_rank1_diagonal, True, ignored,
-                bias, collapse_gradients, minimiser, domain, homogeneous)
+                bias, collapse_gradients, minimiser, domain, homogeneous, change, refine)
 
 
-pal = _builtin("pal", _pal_derivatives, _ones_direction, _pal_bias, _pal_collapse_gradients,
-               _unused_class_error, homogeneous=True)
+pal = _builtin("pal", _pal_derivatives, _pal_change, _ones_direction, _pal_bias,
+               _pal_collapse_gradients, _unused_class_error, homogeneous=True)
 """Pick-all-label cross-entropy (Li et al. 2024): `m·LSE(z) − yᵀz`; invariant to `z + c1`."""
 
-pal_normalized = _builtin("pal_normalized", _pal_normalized_derivatives, _ones_direction,
-                          _pal_normalized_bias, _pal_normalized_collapse_gradients,
+pal_normalized = _builtin("pal_normalized", _pal_normalized_derivatives,
+                          _pal_normalized_change, _ones_direction, _pal_normalized_bias, _pal_normalized_collapse_gradients,
                           _unused_class_error, _empty_set_error)
 """Soft-target cross-entropy `LSE(z) − yᵀz/m`; undefined for the empty set (m = 0)."""
 
-bce = _builtin("bce", _bce_derivatives, _no_directions, _bce_bias, _centred_collapse_gradients,
-               _bce_minimiser_error)
+bce = _builtin("bce", _bce_derivatives, _bce_change, _no_directions, _bce_bias, _centred_collapse_gradients,
+               _bce_minimiser_error, refine=False)
 """One-vs-all sigmoid loss `Σ_k softplus(z_k) − y_k z_k`."""
 
-mse = _builtin("mse", _mse_derivatives, _no_directions, _mse_bias, _centred_collapse_gradients,
+mse = _builtin("mse", _mse_derivatives, _mse_change, _no_directions, _mse_bias, _centred_collapse_gradients,
                _always)
 """Squared error `½‖z − y‖²`."""
 
