@@ -172,11 +172,16 @@ def objective_change(W0, U0, b0, W1, U1, b1, prob: Problem, loss: Loss, bias: bo
 
 def refine_prototypes(W, U, b, G, curv, gU, prob: Problem, loss: Loss, bias: bool):
     """One Newton step `U_s ← U_s − D_s⁻¹ ∂F/∂U_s` on every prototype given `(W, b)` (each
-    set's problem is strictly convex; `D_s` factored at the point, `hessian.eliminate`), kept
+    set's problem is strictly convex; `D_s` factored at the point, `hessian.eliminate`),
+    shortened to change no logit by more than `loss.refine_prototypes`, kept
     per set where its objective falls, or where the change is below round-off and the set's
     gradient falls. `G`, `curv`, `gU`: the point's, from `value_grad`."""
     sq = lambda x: jnp.sum(x * x, -1)
-    U1 = U - eliminate(Point(W, U, b, G, curv), prob, loss, bias, 0.0).Dinv(gU)
+    dU = -eliminate(Point(W, U, b, G, curv), prob, loss, bias, 0.0).Dinv(gU)
+    # at most `loss.refine_prototypes` of logit per set: beyond ~1 the quadratic model of
+    # a softmax is not one, and along curvature ~λ_H a full step is ~1/λ_H long
+    dz = jnp.max(jnp.abs((dU * _inv_sqrt_weights(prob.w)[:, None]) @ W.T), -1)
+    U1 = U + dU * jnp.minimum(1.0, loss.refine_prototypes / jnp.maximum(dz, 1e-300))[:, None]
     gU1 = value_grad(W, U1, b, prob, loss, bias)[2]
     change, bound = set_changes(W, U, b, W, U1, b, prob, loss, bias)
     better = (change < -bound) | ((change <= bound) & (sq(gU1) < sq(gU)))
@@ -310,7 +315,7 @@ def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool
     pred = dr.pred
     W1, U1, b1 = st.W + dr.pW, st.U + dr.pU, st.b + dr.pb
     f1, gW1, gU1, gb1, G1, curv1 = value_grad(W1, U1, b1, prob, loss, bias)
-    if method == "exact" and loss.refine_prototypes:  # the valleys of the module doc
+    if method == "exact" and loss.refine_prototypes > 0:  # the valleys of the module doc
         U1 = refine_prototypes(W1, U1, b1, G1, curv1, gU1, prob, loss, bias)
         f1, gW1, gU1, gb1, G1, curv1 = value_grad(W1, U1, b1, prob, loss, bias)
     res1 = block_residual(W1, U1, b1, gW1, gU1, gb1, G1, prob, bias,

@@ -18,10 +18,12 @@ loss name:
   `W = 0, H = 0` and `g⁰_s = ∇ℓ(b₀, y_s)` (free bias, THEORY §3).
 * `minimiser_error(Y, w)` (THEORY §2b, free bias) and `domain_error(Y, w)` (label sets
   where the loss is undefined): a one-line message, or None.
-* `refine_prototypes`: the solver refines a trial point's prototypes (`engine.newton`):
-  for losses whose curvature stays `O(1)` in some logit directions at the optimum (PAL's
-  in-set contrasts, all of MSE's). BCE's curvature `σ(1−σ)` vanishes with the margins in
-  every direction: there the refinement costs steps and buys nothing (`False`).
+* `refine_prototypes`: the solver refines a trial point's prototypes (`engine.newton`) by
+  a Newton step per set changing no logit by more than this (`inf`: `ℓ` is quadratic, the
+  step is exact; `0`: no refinement). It pays where the curvature stays `O(1)` in some logit
+  directions at the optimum (PAL's in-set contrasts: 1; all of MSE's: `inf`). BCE's
+  curvature `σ(1−σ)` vanishes with the margins in every direction: there it costs steps
+  and buys nothing (0).
 * `change(Z, dZ, Y)`: `ℓ(z + dz) − ℓ(z)` per row without cancellation (`value_change`;
   built-ins in closed form, others as a plain difference): the solver's step test near an
   optimum, where the changes of `F` sink below the round-off of `F` itself (THEORY §2c).
@@ -65,7 +67,7 @@ class Loss:
     domain_error: Callable
     label_homogeneous: bool = False
     value_change: Callable | None = None
-    refine_prototypes: bool = True
+    refine_prototypes: float = 1.0
 
     def __call__(self, z, y):
         """`ℓ(z, y)` for one label set (`z`, `y` of shape `[K]`)."""
@@ -380,7 +382,7 @@ def _numeric_collapse_bias(derivatives, iters: int = 50):
 
 
 def _builtin(name, derivatives, change, ignored, bias, collapse_gradients, minimiser,
-             domain=_always, homogeneous=False, refine=True):
+             domain=_always, homogeneous=False, refine=1.0):
     return Loss(name, derivatives, _diag_rank1_matvec, _diag_rank1_congruence,
                 _diag_rank1_diagonal, True, ignored,
                 bias, collapse_gradients, minimiser, domain, homogeneous, change, refine)
@@ -396,11 +398,11 @@ pal_normalized = _builtin("pal_normalized", _pal_normalized_derivatives,
 """Soft-target cross-entropy `LSE(z) − yᵀz/m`; undefined for the empty set (m = 0)."""
 
 bce = _builtin("bce", _bce_derivatives, _bce_change, _no_directions, _bce_bias, _centred_collapse_gradients,
-               _bce_minimiser_error, refine=False)
+               _bce_minimiser_error, refine=0.0)
 """One-vs-all sigmoid loss `Σ_k softplus(z_k) − y_k z_k`."""
 
 mse = _builtin("mse", _mse_derivatives, _mse_change, _no_directions, _mse_bias, _centred_collapse_gradients,
-               _always)
+               _always, refine=float("inf"))
 """Squared error `½‖z − y‖²`."""
 
 LOSSES = {l.name: l for l in (pal, pal_normalized, bce, mse)}
