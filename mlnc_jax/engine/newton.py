@@ -97,15 +97,19 @@ def _inv_sqrt_weights(w):
     return jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, w, 1.0)), 0.0)
 
 
+def _logits(W, U, b, w, bias: bool):
+    """`z_s = W h_s (+ b)` with `h_s = U_s/√π_s` (a padding row's `h` is 0)."""
+    z = (U * _inv_sqrt_weights(w)[:, None]) @ W.T
+    return z + b if bias else z
+
+
 def value_grad(W, U, b, prob: Problem, loss: Loss, bias: bool):
     """Objective, gradient in `(W, U, b)`, `G = [√π_s g_s]` and the loss curvature."""
     Y, w, lam = prob
     lw, lh, lb = lam[0], lam[1], lam[2]
     mask = w > 0
     sw = jnp.sqrt(w)
-    z = (U * _inv_sqrt_weights(w)[:, None]) @ W.T
-    if bias:
-        z = z + b
+    z = _logits(W, U, b, w, bias)
     l, g, curv = loss.derivatives(z, jnp.where(mask[:, None], Y, 1.0))
     keep = lambda x: jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, 0.0)
     l, g, curv = keep(l), keep(g), jax.tree_util.tree_map(keep, curv)
@@ -134,11 +138,6 @@ def gradient_roundoff(W, U, b, curv, prob: Problem, loss: Loss, bias: bool):
     return _ROUNDOFF * jnp.sqrt(jnp.sum(dg * dg, -1))
 
 
-def _logits(W, U, b, w, bias: bool):
-    z = (U * _inv_sqrt_weights(w)[:, None]) @ W.T
-    return z + b if bias else z
-
-
 def set_changes(W0, U0, b0, W1, U1, b1, prob: Problem, loss: Loss, bias: bool):
     """Per set, the change of `π_s ℓ(z_s) + λ_H‖U_s‖²/2` from point 0 to point 1 without
     cancellation (`Loss.change` of the logits' own change), and its round-off bound."""
@@ -147,7 +146,7 @@ def set_changes(W0, U0, b0, W1, U1, b1, prob: Problem, loss: Loss, bias: bool):
     dW, dU = W1 - W0, U1 - U0
     z0 = _logits(W0, U0, b0, w, bias)
     # H₁W₁ᵀ − H₀W₀ᵀ = H₀dWᵀ + dH W₁ᵀ: the change formed from the changes
-    dz = _logits(dW, U0, b1 - b0, w, bias) + (dU * _inv_sqrt_weights(w)[:, None]) @ W1.T
+    dz = _logits(dW, U0, b1 - b0, w, bias) + _logits(W1, dU, b0, w, False)
     Y = jnp.where(mask[:, None], prob.Y, 1.0)
     dl = jnp.where(mask, w * loss.change(z0, jnp.where(mask[:, None], dz, 0.0), Y), 0.0)
     change = dl + lh * jnp.sum(dU * (U0 + 0.5 * dU), -1)
@@ -173,15 +172,15 @@ def objective_change(W0, U0, b0, W1, U1, b1, prob: Problem, loss: Loss, bias: bo
 def refine_prototypes(W, U, b, G, curv, gU, prob: Problem, loss: Loss, bias: bool):
     """One Newton step `U_s ← U_s − D_s⁻¹ ∂F/∂U_s` on every prototype given `(W, b)` (each
     set's problem is strictly convex; `D_s` factored at the point, `hessian.eliminate`),
-    shortened to change no logit by more than `loss.refine_prototypes`, kept
+    shortened to change no logit by more than `loss.refine_step`, kept
     per set where its objective falls, or where the change is below round-off and the set's
     gradient falls. `G`, `curv`, `gU`: the point's, from `value_grad`."""
     sq = lambda x: jnp.sum(x * x, -1)
     dU = -eliminate(Point(W, U, b, G, curv), prob, loss, bias, 0.0).Dinv(gU)
-    # at most `loss.refine_prototypes` of logit per set: beyond ~1 the quadratic model of
+    # at most `loss.refine_step` of logit per set: beyond ~1 the quadratic model of
     # a softmax is not one, and along curvature ~λ_H a full step is ~1/λ_H long
-    dz = jnp.max(jnp.abs((dU * _inv_sqrt_weights(prob.w)[:, None]) @ W.T), -1)
-    U1 = U + dU * jnp.minimum(1.0, loss.refine_prototypes / jnp.maximum(dz, 1e-300))[:, None]
+    dz = jnp.max(jnp.abs(_logits(W, dU, b, prob.w, False)), -1)
+    U1 = U + dU * jnp.minimum(1.0, loss.refine_step / jnp.maximum(dz, 1e-300))[:, None]
     gU1 = value_grad(W, U1, b, prob, loss, bias)[2]
     change, bound = set_changes(W, U, b, W, U1, b, prob, loss, bias)
     better = (change < -bound) | ((change <= bound) & (sq(gU1) < sq(gU)))
@@ -315,7 +314,7 @@ def newton_step(st: State, prob: Problem, tol, max_steps, loss: Loss, bias: bool
     pred = dr.pred
     W1, U1, b1 = st.W + dr.pW, st.U + dr.pU, st.b + dr.pb
     f1, gW1, gU1, gb1, G1, curv1 = value_grad(W1, U1, b1, prob, loss, bias)
-    if method == "exact" and loss.refine_prototypes > 0:  # the valleys of the module doc
+    if method == "exact" and loss.refine_step > 0:  # the valleys of the module doc
         U1 = refine_prototypes(W1, U1, b1, G1, curv1, gU1, prob, loss, bias)
         f1, gW1, gU1, gb1, G1, curv1 = value_grad(W1, U1, b1, prob, loss, bias)
     res1 = block_residual(W1, U1, b1, gW1, gU1, gb1, G1, prob, bias,

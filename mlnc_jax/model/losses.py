@@ -18,7 +18,7 @@ loss name:
   `W = 0, H = 0` and `g⁰_s = ∇ℓ(b₀, y_s)` (free bias, THEORY §3).
 * `minimiser_error(Y, w)` (THEORY §2b, free bias) and `domain_error(Y, w)` (label sets
   where the loss is undefined): a one-line message, or None.
-* `refine_prototypes`: the solver refines a trial point's prototypes (`engine.newton`) by
+* `refine_step`: the solver refines a trial point's prototypes (`engine.newton`) by
   a Newton step per set changing no logit by more than this (`inf`: `ℓ` is quadratic, the
   step is exact; `0`: no refinement). It pays where the curvature stays `O(1)` in some logit
   directions at the optimum (PAL's in-set contrasts: 1; all of MSE's: `inf`). BCE's
@@ -67,7 +67,7 @@ class Loss:
     domain_error: Callable
     label_homogeneous: bool = False
     value_change: Callable | None = None
-    refine_prototypes: float = 1.0
+    refine_step: float = 1.0
 
     def __call__(self, z, y):
         """`ℓ(z, y)` for one label set (`z`, `y` of shape `[K]`)."""
@@ -393,16 +393,17 @@ pal = _builtin("pal", _pal_derivatives, _pal_change, _ones_direction, _pal_bias,
 """Pick-all-label cross-entropy (Li et al. 2024): `m·LSE(z) − yᵀz`; invariant to `z + c1`."""
 
 pal_normalized = _builtin("pal_normalized", _pal_normalized_derivatives,
-                          _pal_normalized_change, _ones_direction, _pal_normalized_bias, _pal_normalized_collapse_gradients,
-                          _unused_class_error, _empty_set_error)
+                          _pal_normalized_change, _ones_direction, _pal_normalized_bias,
+                          _pal_normalized_collapse_gradients, _unused_class_error,
+                          _empty_set_error)
 """Soft-target cross-entropy `LSE(z) − yᵀz/m`; undefined for the empty set (m = 0)."""
 
-bce = _builtin("bce", _bce_derivatives, _bce_change, _no_directions, _bce_bias, _centred_collapse_gradients,
-               _bce_minimiser_error, refine=0.0)
+bce = _builtin("bce", _bce_derivatives, _bce_change, _no_directions, _bce_bias,
+               _centred_collapse_gradients, _bce_minimiser_error, refine=0.0)
 """One-vs-all sigmoid loss `Σ_k softplus(z_k) − y_k z_k`."""
 
-mse = _builtin("mse", _mse_derivatives, _mse_change, _no_directions, _mse_bias, _centred_collapse_gradients,
-               _always, refine=float("inf"))
+mse = _builtin("mse", _mse_derivatives, _mse_change, _no_directions, _mse_bias,
+               _centred_collapse_gradients, _always, refine=float("inf"))
 """Squared error `½‖z − y‖²`."""
 
 LOSSES = {l.name: l for l in (pal, pal_normalized, bce, mse)}
