@@ -52,6 +52,16 @@ def test_quick_run_writes_results_and_figures(tmp_path):
         assert a["pal_solver_certified"].all()
         rel = np.abs(a["pal_solver_objective"] - a["pal_predicted_objective_at_solver"])
         assert np.max(rel / np.abs(a["pal_predicted_objective_at_solver"])) <= 1e-9  # THEORY §5
+    with np.load(res / "kappa_bound.npz") as a:
+        for li in (0, 1):
+            c = a[f"mse_{li}_certified"]
+            cs, bd, sig = (a[f"mse_{li}_{k}"][c] for k in ("closed_sigma", "bound", "sigma"))
+            # THEORY §4: σ_m = min_u (PBu)ᵀ C_m (PBu) ≥ κ_m s_min(PB|1⊥)², exactly; the closed
+            # form and the bound differ only by round-off
+            assert np.all(cs >= bd * (1 - 1e-12) - 1e-15)
+            # the solver's logits are within δ = ‖∇F‖/λ = 1e-10/1e-3 of the closed form's, and
+            # σ is quadratic in logits of norm ≤ √3 (|S| ≤ 3) with ‖C_m‖ ≤ 1: |Δσ| ≤ 2√3 δ + δ²
+            assert np.all(np.abs(sig - cs) <= 2 * np.sqrt(3) * 1e-7 + 1e-14)
     meta = json.loads((res / "network_vs_ufm.json").read_text())
     assert all(meta["ufm_certified"].values())                               # THEORY §2c
     with np.load(res / "network_vs_ufm.npz") as a:
