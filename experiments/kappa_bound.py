@@ -10,14 +10,9 @@ label contrast; slices with κ_m = 0 carry no bound), and
     σ_{m*} = λ_min(Cov_{m*}(z)|_{1^⊥})   (logits z_s = W h_s + b, `measure.geometry`),
     s_min = smallest non-zero singular value of the centred prototypes [h_s − h̄]_s.
 
-MSE (THEORY §4, free bias): z_s = B y_s + const with B = Σ_j φ_j u_j u_jᵀ,
-φ_j = (1 − τ/√λ_j)_+, so Cov_m(z) = B C_m B and
-
-    σ_m = min_{u⊥1,|u|=1} (PBu)ᵀ C_m (PBu)  ≥  κ_m · s_min(P B|_{1^⊥})²,
-
-the exact MSE envelope (equality when the weakest direction of C_m is an eigenvector of
-B restricted to 1^⊥, e.g. C_m ∝ P there). The closed-form σ_m and this bound are computed for
-every MSE distribution; the ratio σ_m / bound ≥ 1 is the tightness. For PAL and BCE there is no
+MSE: THEORY §4 ("The κ_m bound") gives σ_m ≥ κ_m · s_min(P B|_{1^⊥})² exactly; the
+closed-form σ_m and this bound are computed for every MSE distribution, and the ratio
+σ_m / bound ≥ 1 is the tightness. For PAL and BCE there is no
 closed form: the lower envelope σ_m ≥ c κ_m^a is a line fitted through the lower convex hull
 of log σ_m against log κ_m (`_hull_fit`).
 
